@@ -1,0 +1,77 @@
+# `make run`, `make test` and `make bench` set everything up themselves on a fresh machine:
+# the virtualenv (.venv), the pinned stack (requirements/lock.txt) and Horovod 0.28.1 built from
+# source against the installed TensorFlow, its wheel kept in .cache/wheels for the next setup.
+#
+#   make run            the train-alexnet Prefect flow (built-in sample data if none configured)
+#   make test           the whole test suite (what .ci/run calls)
+#   make bench          the benchmarks (benchmarks/RESULTS.md)
+#   make serve          serve the train-alexnet deployment (needs `prefect server start`)
+#   make TF=gpu ...     use tensorflow[and-cuda] instead of tensorflow-cpu
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+TF ?= cpu
+VENV := .venv
+PY := $(VENV)/bin/python
+HOROVOD_VERSION := 0.28.1
+WHEELS := .cache/wheels/$(TF)
+STAMP := $(VENV)/.setup-$(TF)
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 1
+
+.PHONY: setup run test bench serve lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c requirements/lock.txt -e ".[$(TF),test]"
+	$(MAKE) --no-print-directory horovod
+	touch $@
+
+# Horovod must be compiled against the TensorFlow it runs with (no binary wheels exist). The
+# build takes a few minutes on 2 cores, so the wheel is cached and reused.
+horovod:
+	@if ! ls $(WHEELS)/horovod-$(HOROVOD_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Building Horovod $(HOROVOD_VERSION) with TensorFlow + Gloo (a few minutes)..."; \
+	  $(PY) -m pip install -q "cmake>=3.13,<4"; \
+	  HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
+	  MAKEFLAGS=-j$$(nproc) $(PY) -m pip wheel -q --no-build-isolation --no-deps \
+	    -w $(WHEELS) horovod==$(HOROVOD_VERSION); \
+	fi
+	$(PY) -m pip install -q -c requirements/lock.txt --force-reinstall --no-deps \
+	  $(WHEELS)/horovod-$(HOROVOD_VERSION)-*.whl
+	$(PY) -m pip install -q -c requirements/lock.txt cloudpickle psutil pyyaml packaging
+	@$(VENV)/bin/horovodrun --check-build 2>/dev/null | grep -q '\[X\] TensorFlow' \
+	  || { echo "Horovod was built without TensorFlow support"; exit 1; }
+	@$(VENV)/bin/horovodrun --check-build 2>/dev/null | grep -q '\[X\] Gloo' \
+	  || { echo "Horovod was built without Gloo support"; exit 1; }
+
+run: setup
+	$(PY) -m flows.train_alexnet --demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+serve: setup
+	$(PY) -m flows.deploy
+
+# Re-resolve requirements/lock.txt from pyproject.toml in a scratch virtualenv.
+lock:
+	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install -q ".[cpu,test]"
+	{ sed -n '1,3p' requirements/lock.txt; .cache/lock-venv/bin/pip freeze --exclude-editable \
+	  | grep -viE '^(horovod|alexnet-pipeline)[=@ ]'; } > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,160 @@
+"""`alexnet`: one subcommand per pipeline stage; each is one stage of dvc.yaml.
+
+    alexnet sample-data data/sample
+    alexnet ingest --source data/sample --raw data/raw --manifest data/manifest.csv
+    alexnet validate ... ; alexnet split ... ; alexnet preprocess ... ; alexnet train ...
+    alexnet evaluate ... ; alexnet promote ... ; alexnet predict image.jpg folder/
+
+Every path is an argument (with the default dvc.yaml uses), and each stage reads only its own
+block of params.yaml. Errors are one line naming the file and the reason, and the exit code tells
+an orchestrator whether a retry can help (alexnet/errors.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from alexnet.errors import EXIT_CONFIG, PipelineError
+from alexnet.params import ParamsError, load_params
+
+_logger = logging.getLogger("alexnet")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_sample_data(a: argparse.Namespace) -> None:
+    from alexnet.sample_data import generate_sample_data
+
+    counts = generate_sample_data(a.out, per_class=a.per_class, seed=a.seed,
+                                  classes=tuple(a.classes.split(",")), overwrite=a.overwrite)
+    _logger.info("wrote synthetic sample data to %s: %s", a.out, counts)
+
+
+def cmd_ingest(a: argparse.Namespace) -> None:
+    from alexnet.ingest import ingest
+
+    p = load_params(a.params).ingest
+    ingest(a.source or Path(p.source), a.raw, a.manifest, a.summary, p)
+
+
+def cmd_validate(a: argparse.Namespace) -> None:
+    from alexnet.validate import validate
+
+    validate(a.raw, a.manifest, a.validated, a.quarantine, a.summary,
+             load_params(a.params).validate, workers=a.workers)
+
+
+def cmd_split(a: argparse.Namespace) -> None:
+    from alexnet.split import split
+
+    split(a.validated, a.splits, a.summary, load_params(a.params).split)
+
+
+def cmd_preprocess(a: argparse.Namespace) -> None:
+    from alexnet.preprocess import preprocess
+
+    preprocess(a.raw, a.splits, a.out, load_params(a.params).preprocess, workers=a.workers)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from alexnet.train import launch
+
+    launch(load_params(a.params).train, a.params, a.cache, a.model_dir, a.checkpoint_dir,
+           a.live_dir)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from alexnet.evaluate import evaluate
+
+    evaluate(a.model_dir, a.cache, load_params(a.params).evaluate, a.metrics, a.predictions,
+             a.figures, live_dir=a.live_dir, roc_path=a.roc)
+
+
+def _path(default: str) -> dict:
+    return {"type": Path, "default": Path(default), "help": f"(default: {default})"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alexnet", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stage(name: str, func: Callable[[argparse.Namespace], None], help: str):
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--params", **_path("params.yaml"))
+        p.set_defaults(func=func)
+        return p
+
+    p = sub.add_parser("sample-data", help="write the built-in synthetic image set")
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-class", type=int, default=80)
+    p.add_argument("--classes", default="disks,stripes", help="comma-separated class names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_sample_data)
+
+    p = stage("ingest", cmd_ingest, "copy the source images into data/raw and list them")
+    p.add_argument("--source", type=Path, default=None, help="(default: ingest.source)")
+    p.add_argument("--raw", **_path("data/raw"))
+    p.add_argument("--manifest", **_path("data/manifest.csv"))
+    p.add_argument("--summary", **_path("reports/ingest.json"))
+
+    p = stage("validate", cmd_validate, "decode every image; quarantine unusable ones")
+    p.add_argument("--raw", **_path("data/raw"))
+    p.add_argument("--manifest", **_path("data/manifest.csv"))
+    p.add_argument("--validated", **_path("data/validated.csv"))
+    p.add_argument("--quarantine", **_path("reports/quarantine.csv"))
+    p.add_argument("--summary", **_path("reports/validation.json"))
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+    p = stage("split", cmd_split, "assign train/val/test by content hash")
+    p.add_argument("--validated", **_path("data/validated.csv"))
+    p.add_argument("--splits", **_path("data/splits.csv"))
+    p.add_argument("--summary", **_path("reports/split.json"))
+
+    p = stage("preprocess", cmd_preprocess, "resize once into the uint8 memmap cache")
+    p.add_argument("--raw", **_path("data/raw"))
+    p.add_argument("--splits", **_path("data/splits.csv"))
+    p.add_argument("--out", **_path("data/cache"))
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+    p = stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)")
+    p.add_argument("--cache", **_path("data/cache"))
+    p.add_argument("--model-dir", **_path("models/candidate"))
+    p.add_argument("--checkpoint-dir", **_path("models/checkpoints"))
+    p.add_argument("--live-dir", **_path("dvclive"))
+
+    p = stage("evaluate", cmd_evaluate, "batched prediction and metrics on the test split")
+    p.add_argument("--model-dir", **_path("models/candidate"))
+    p.add_argument("--cache", **_path("data/cache"))
+    p.add_argument("--live-dir", **_path("dvclive"))
+    p.add_argument("--metrics", **_path("reports/metrics.json"))
+    p.add_argument("--predictions", **_path("reports/predictions.csv"))
+    p.add_argument("--roc", **_path("reports/roc.csv"))
+    p.add_argument("--figures", **_path("reports/figures"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except ParamsError as exc:
+        _logger.error("%s", exc)
+        return EXIT_CONFIG
+    except PipelineError as exc:
+        _logger.error("%s", exc)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

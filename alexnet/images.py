@@ -1,0 +1,85 @@
+"""Decode one image file into the RGB pixels every stage agrees on.
+
+Training (preprocess), evaluation and `alexnet predict` all call `load_rgb` + `resize`, so a
+model sees at serving time exactly the pixels it was trained on: first frame of an animation,
+EXIF orientation applied, any mode (CMYK, L, P, RGBA, I;16...) converted to RGB, transparency
+composited on white.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ResizePolicy = Literal["squash", "crop", "pad"]
+BACKGROUND = (255, 255, 255)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return `img` as RGB; alpha (RGBA, LA, P with transparency) is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clip (PIL's convert("L") clips).
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path, max_pixels: int | None = None,
+             draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Fully decode `path` to an RGB image (first frame, EXIF orientation applied).
+
+    Args:
+        max_pixels: reject images with more pixels (decompression bombs); Pillow's warning is
+            raised as an error, never ignored.
+        draft_size: for JPEGs, let libjpeg decode at a reduced scale that is still at least
+            this size (much faster when the target is far smaller than the file).
+
+    Raises:
+        OSError / PIL.UnidentifiedImageError / Image.DecompressionBombError for unusable files.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds "
+                    f"the limit of {max_pixels}")
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", draft_size)
+            img.seek(0)
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+            return to_rgb(oriented if oriented is not None else img).copy()
+
+
+def resize(img: Image.Image, size: int, policy: ResizePolicy = "squash") -> np.ndarray:
+    """Resize an RGB image to size x size uint8 pixels.
+
+    squash: stretch to the square, as the reference does; crop: scale the short side to `size`
+    and cut the centre; pad: scale the long side to `size` and pad with the background colour.
+    """
+    if policy == "squash":
+        out = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    elif policy == "crop":
+        out = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    elif policy == "pad":
+        out = ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=BACKGROUND)
+    else:
+        raise ValueError(f"unknown resize policy {policy!r}")
+    arr = np.asarray(out, dtype=np.uint8)
+    assert arr.shape == (size, size, 3), arr.shape
+    return arr

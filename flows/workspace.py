@@ -1,0 +1,56 @@
+"""The DVC workspace a flow runs in: params.yaml overrides and the built-in sample data."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from alexnet.io import atomic_open
+from alexnet.params import apply_overrides, load_params
+
+SAMPLE_SOURCE = "data/sample"  # ingest.source's default: generated on demand
+
+
+def set_params(workspace: Path, overrides: dict[str, Any]) -> bool:
+    """Write dotted-key overrides into params.yaml, as `dvc exp run -S` does; True if it changed.
+
+    Comments and key order are kept (ruamel round-trip). The overrides are validated against the
+    schema first, so a typo fails here, before any stage runs.
+    """
+    path = workspace / "params.yaml"
+    yaml = YAML()
+    doc = yaml.load(path.read_text())
+    apply_overrides(dict(doc), overrides)  # validation only; raises ParamsError
+    changed = False
+    for dotted, value in overrides.items():
+        node = doc
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        if node.get(leaf) != value:
+            node[leaf] = value
+            changed = True
+    if changed:
+        buf = io.StringIO()
+        yaml.dump(doc, buf)
+        with atomic_open(path) as fh:
+            fh.write(buf.getvalue())
+    return changed
+
+
+def ensure_source(workspace: Path) -> tuple[Path, bool]:
+    """The configured image source; generates the sample set if that is what is configured.
+
+    Returns (source path, True if it is the built-in synthetic sample).
+    """
+    source = load_params(workspace / "params.yaml").ingest.source
+    path = workspace / source
+    is_sample = Path(source) == Path(SAMPLE_SOURCE)
+    if is_sample and not path.exists():
+        from alexnet.sample_data import generate_sample_data
+
+        generate_sample_data(path)
+    return path, is_sample

@@ -1,0 +1,137 @@
+"""One Prefect task per pipeline stage; every stage runs through DVC.
+
+DVC is the single executor and cache (`dvc repro --single-item STAGE`): an unchanged stage is
+skipped, dvc.lock always matches the outputs, and a flow run gives the same result as `dvc repro`
+from a shell. Prefect adds retries of transient failures, logs and artifacts.
+
+A stage's exit code says whether a retry can help (alexnet/errors.py): 75 (a worker died, a lock
+was held) is retried; bad data (65) and bad params (78) fail at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from alexnet.errors import EXIT_TRANSIENT
+
+_EXITED = re.compile(r"exited with (\d+)")
+_SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
+# DVC holds a lock on the workspace while one command runs; another must wait, not fail.
+_LOCKED = ("Unable to acquire lock", "is busy, retrying")
+
+
+class StageFailed(RuntimeError):
+    """`dvc repro` of a stage failed; `transient` says whether a retry may succeed."""
+
+    def __init__(self, stage: str, code: int | None, tail: str, transient: bool) -> None:
+        self.stage, self.code, self.transient = stage, code, transient
+        super().__init__(f"stage {stage!r} failed (exit code {code}): {tail}")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    ran: bool  # False when DVC found nothing changed and skipped it
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only failures a second try can fix."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return exc.transient
+    except Exception:
+        return False
+    return False
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment stages run in: this venv's tools first, no analytics traffic."""
+    env = dict(os.environ)
+    venv_bin = str(Path(os.sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
+      task_run_name="dvc-repro-{stage}")
+def run_stage(stage: str, workspace: Path) -> StageResult:
+    """`dvc repro --single-item STAGE` in the workspace, streaming its output to the run log."""
+    logger = get_run_logger()
+    cmd = ["dvc", "repro", "--single-item", stage]
+    logger.info("%s", " ".join(cmd))
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=workspace, env=dvc_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                lines.append(line)
+                logger.info("%s", line)
+    output = "\n".join(lines)
+    if proc.returncode != 0:
+        match = _EXITED.search(output)
+        code = int(match.group(1)) if match else proc.returncode
+        transient = (code == EXIT_TRANSIENT) or any(s in output for s in _LOCKED)
+        errors = [ln for ln in lines if "ERROR" in ln or "error:" in ln]
+        raise StageFailed(stage, code, errors[0] if errors else " | ".join(lines[:4]) or
+                          "no output", transient)
+    return StageResult(stage, ran=stage not in _SKIPPED.findall(output))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+@task
+def publish_validation(workspace: Path) -> dict[str, Any]:
+    """Validation counts as a table artifact and one log line."""
+    summary = _read_json(workspace / "reports/validation.json")
+    rows = [{"what": "files", "count": summary["total"]},
+            {"what": "accepted", "count": summary["accepted"]},
+            {"what": "quarantined", "count": summary["quarantined"]}]
+    rows += [{"what": f"quarantined: {r}", "count": n} for r, n in summary["by_reason"].items()]
+    rows += [{"what": f"class {c}", "count": n} for c, n in summary["per_class"].items()]
+    create_table_artifact(key="validation", table=rows,
+                          description="Validation verdicts (reports/quarantine.csv has each file)")
+    get_run_logger().info("validation: %d accepted, %d quarantined %s", summary["accepted"],
+                          summary["quarantined"], summary["by_reason"] or "")
+    return summary
+
+
+@task
+def publish_split(workspace: Path) -> dict[str, Any]:
+    summary = _read_json(workspace / "reports/split.json")
+    rows = [{"split": s, **counts} for s, counts in summary["counts"].items()]
+    create_table_artifact(key="split", table=rows, description="Images per class and split")
+    return summary
+
+
+@task
+def publish_metrics(workspace: Path) -> dict[str, Any]:
+    """Test metrics as a table artifact and a markdown summary."""
+    metrics = _read_json(workspace / "reports/metrics.json")
+    report = metrics.get("classification_report", {})
+    rows = [{"class": name, **{k: round(float(v), 4) for k, v in values.items()}}
+            for name, values in report.items() if isinstance(values, dict)]
+    create_table_artifact(key="test-metrics", table=rows,
+                          description=f"Test split, {metrics.get('n_test')} images")
+    summary_md = workspace / "reports/summary.md"
+    markdown = summary_md.read_text() if summary_md.exists() else (
+        f"# train-alexnet\n\nTest accuracy **{metrics['accuracy']:.4f}** on "
+        f"{metrics.get('n_test')} images; loss {metrics.get('loss', float('nan')):.4f}.\n")
+    create_markdown_artifact(key="train-alexnet-summary", markdown=markdown,
+                             description="Summary of this training run")
+    get_run_logger().info("test accuracy %.4f", metrics["accuracy"])
+    return metrics
