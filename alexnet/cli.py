@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from alexnet.errors import EXIT_CONFIG, PipelineError
+from alexnet.errors import EXIT_CONFIG, EXIT_DATA, PipelineError
 from alexnet.params import ParamsError, load_params
 
 _logger = logging.getLogger("alexnet")
@@ -75,6 +75,32 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     evaluate(a.model_dir, a.cache, load_params(a.params).evaluate, a.metrics, a.predictions,
              a.figures, live_dir=a.live_dir, roc_path=a.roc)
+
+
+def cmd_promote(a: argparse.Namespace) -> None:
+    from alexnet.promote import promote
+
+    promote(a.model_dir, a.metrics, a.champion, a.promotion, load_params(a.params).promote)
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from alexnet.report import write_report
+
+    write_report(a.out, a.metrics, a.promotion, a.model_dir, a.figures,
+                 validation_path=a.validation, summary_path=a.summary)
+    _logger.info("report written to %s", a.out)
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from alexnet.predict import format_results, predict
+
+    try:
+        results, errors = predict(a.paths, a.model, batch_size=a.batch_size, top_k=a.top_k)
+    except (FileNotFoundError, ValueError) as exc:  # missing or unsafe model/metadata
+        _logger.error("%s", exc)
+        return EXIT_CONFIG
+    print(format_results(results, errors, a.format))
+    return EXIT_DATA if errors else 0
 
 
 def _path(default: str) -> dict:
@@ -139,6 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", **_path("reports/predictions.csv"))
     p.add_argument("--roc", **_path("reports/roc.csv"))
     p.add_argument("--figures", **_path("reports/figures"))
+
+    p = stage("promote", cmd_promote, "make the candidate the champion if it is better")
+    p.add_argument("--model-dir", **_path("models/candidate"))
+    p.add_argument("--metrics", **_path("reports/metrics.json"))
+    p.add_argument("--champion", **_path("models/champion"))
+    p.add_argument("--promotion", **_path("reports/promotion.json"))
+
+    p = stage("report", cmd_report, "write the self-contained HTML report and a summary")
+    p.add_argument("--metrics", **_path("reports/metrics.json"))
+    p.add_argument("--promotion", **_path("reports/promotion.json"))
+    p.add_argument("--model-dir", **_path("models/candidate"))
+    p.add_argument("--figures", **_path("reports/figures"))
+    p.add_argument("--validation", **_path("reports/validation.json"))
+    p.add_argument("--out", **_path("reports/report.html"))
+    p.add_argument("--summary", **_path("reports/summary.md"))
+
+    p = sub.add_parser("predict", help="classify images or folders with a trained model")
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    p.add_argument("--model", **_path("models/champion"))
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -146,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        args.func(args)
+        code = args.func(args)
     except ParamsError as exc:
         _logger.error("%s", exc)
         return EXIT_CONFIG
     except PipelineError as exc:
         _logger.error("%s", exc)
         return exc.exit_code
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

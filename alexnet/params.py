@@ -115,6 +115,16 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PromoteParams:
+    min_accuracy: float = 0.5
+    min_improvement: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.min_accuracy <= 1.0, "promote.min_accuracy must be in [0, 1]")
+        _check(-1.0 <= self.min_improvement <= 1.0, "promote.min_improvement must be in [-1, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestParams = field(default_factory=IngestParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
@@ -122,6 +132,7 @@ class Params:
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    promote: PromoteParams = field(default_factory=PromoteParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -61,10 +61,14 @@ def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".")
     run_stage("preprocess", ws)
     run_stage("train", ws)
     run_stage("evaluate", ws)
+    run_stage("promote", ws)
+    run_stage("report", ws)
     metrics = publish_metrics(ws)
 
-    return {"report": str(ws / "reports"), "metrics": str(ws / "reports/metrics.json"),
-            "model": str(ws / "models/candidate"), "accuracy": metrics["accuracy"],
+    promotion = json.loads((ws / "reports/promotion.json").read_text())
+    return {"report": str(ws / "reports/report.html"), "metrics": str(ws / "reports/metrics.json"),
+            "model": str(ws / "models/candidate"), "champion": str(ws / "models/champion"),
+            "promoted": promotion["promoted"], "accuracy": metrics["accuracy"],
             "accepted_images": validation["accepted"]}
 
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {**DEMO_OVERRIDES, **overrides}
     result = train_alexnet(overrides=overrides or None, workspace=args.workspace)
     print(json.dumps(result, indent=2))
-    print(f"\nReport: {result['report']}\nModel:  {result['model']}")
+    print(f"\nReport:   {result['report']}\nModel:    {result['model']}"
+          f"\nChampion: {result['champion']} ({'promoted' if result['promoted'] else 'unchanged'})")
     return 0
 
 
