@@ -103,19 +103,22 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return EXIT_DATA if errors else 0
 
 
-def _path(default: str) -> dict:
-    return {"type": Path, "default": Path(default), "help": f"(default: {default})"}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def stage(name: str, func: Callable[[argparse.Namespace], None], help: str):
+    def stage(name: str, func: Callable[[argparse.Namespace], int | None], help: str,
+              inputs: dict[str, str], outputs: dict[str, str]) -> argparse.ArgumentParser:
+        """A stage command; its path arguments are declared as inputs or outputs, so
+        tests/unit/test_dvc_contract.py can check them against dvc.yaml's deps and outs."""
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--params", **_path("params.yaml"))
-        p.set_defaults(func=func)
+        p.add_argument("--params", type=Path, default=Path("params.yaml"))
+        for flag, default in {**inputs, **outputs}.items():
+            p.add_argument(f"--{flag}", type=Path, default=Path(default),
+                           help=f"{'output' if flag in outputs else 'input'} (default: {default})")
+        p.set_defaults(func=func, inputs=[f.replace("-", "_") for f in inputs],
+                       outputs=[f.replace("-", "_") for f in outputs])
         return p
 
     p = sub.add_parser("sample-data", help="write the built-in synthetic image set")
@@ -126,64 +129,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_sample_data)
 
-    p = stage("ingest", cmd_ingest, "copy the source images into data/raw and list them")
-    p.add_argument("--source", type=Path, default=None, help="(default: ingest.source)")
-    p.add_argument("--raw", **_path("data/raw"))
-    p.add_argument("--manifest", **_path("data/manifest.csv"))
-    p.add_argument("--summary", **_path("reports/ingest.json"))
+    p = stage("ingest", cmd_ingest, "copy the source images into data/raw and list them",
+              inputs={}, outputs={"raw": "data/raw", "manifest": "data/manifest.csv",
+                                  "summary": "reports/ingest.json"})
+    p.add_argument("--source", type=Path, default=None, help="input (default: ingest.source)")
+    p.set_defaults(inputs=["source"])
 
-    p = stage("validate", cmd_validate, "decode every image; quarantine unusable ones")
-    p.add_argument("--raw", **_path("data/raw"))
-    p.add_argument("--manifest", **_path("data/manifest.csv"))
-    p.add_argument("--validated", **_path("data/validated.csv"))
-    p.add_argument("--quarantine", **_path("reports/quarantine.csv"))
-    p.add_argument("--summary", **_path("reports/validation.json"))
+    p = stage("validate", cmd_validate, "decode every image; quarantine unusable ones",
+              inputs={"raw": "data/raw", "manifest": "data/manifest.csv"},
+              outputs={"validated": "data/validated.csv", "quarantine": "reports/quarantine.csv",
+                       "summary": "reports/validation.json"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
-    p = stage("split", cmd_split, "assign train/val/test by content hash")
-    p.add_argument("--validated", **_path("data/validated.csv"))
-    p.add_argument("--splits", **_path("data/splits.csv"))
-    p.add_argument("--summary", **_path("reports/split.json"))
+    stage("split", cmd_split, "assign train/val/test by content hash",
+          inputs={"validated": "data/validated.csv"},
+          outputs={"splits": "data/splits.csv", "summary": "reports/split.json"})
 
-    p = stage("preprocess", cmd_preprocess, "resize once into the uint8 memmap cache")
-    p.add_argument("--raw", **_path("data/raw"))
-    p.add_argument("--splits", **_path("data/splits.csv"))
-    p.add_argument("--out", **_path("data/cache"))
+    p = stage("preprocess", cmd_preprocess, "resize once into the uint8 memmap cache",
+              inputs={"raw": "data/raw", "splits": "data/splits.csv"},
+              outputs={"out": "data/cache"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
-    p = stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)")
-    p.add_argument("--cache", **_path("data/cache"))
-    p.add_argument("--model-dir", **_path("models/candidate"))
-    p.add_argument("--checkpoint-dir", **_path("models/checkpoints"))
-    p.add_argument("--live-dir", **_path("dvclive"))
+    stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)",
+          inputs={"cache": "data/cache"},
+          outputs={"model-dir": "models/candidate", "checkpoint-dir": "models/checkpoints",
+                   "live-dir": "dvclive"})
 
-    p = stage("evaluate", cmd_evaluate, "batched prediction and metrics on the test split")
-    p.add_argument("--model-dir", **_path("models/candidate"))
-    p.add_argument("--cache", **_path("data/cache"))
-    p.add_argument("--live-dir", **_path("dvclive"))
-    p.add_argument("--metrics", **_path("reports/metrics.json"))
-    p.add_argument("--predictions", **_path("reports/predictions.csv"))
-    p.add_argument("--roc", **_path("reports/roc.csv"))
-    p.add_argument("--figures", **_path("reports/figures"))
+    stage("evaluate", cmd_evaluate, "batched prediction and metrics on the test split",
+          inputs={"model-dir": "models/candidate", "cache": "data/cache", "live-dir": "dvclive"},
+          outputs={"metrics": "reports/metrics.json", "predictions": "reports/predictions.csv",
+                   "roc": "reports/roc.csv", "figures": "reports/figures"})
 
-    p = stage("promote", cmd_promote, "make the candidate the champion if it is better")
-    p.add_argument("--model-dir", **_path("models/candidate"))
-    p.add_argument("--metrics", **_path("reports/metrics.json"))
-    p.add_argument("--champion", **_path("models/champion"))
-    p.add_argument("--promotion", **_path("reports/promotion.json"))
+    stage("promote", cmd_promote, "make the candidate the champion if it is better",
+          inputs={"model-dir": "models/candidate", "metrics": "reports/metrics.json"},
+          outputs={"champion": "models/champion", "promotion": "reports/promotion.json"})
 
-    p = stage("report", cmd_report, "write the self-contained HTML report and a summary")
-    p.add_argument("--metrics", **_path("reports/metrics.json"))
-    p.add_argument("--promotion", **_path("reports/promotion.json"))
-    p.add_argument("--model-dir", **_path("models/candidate"))
-    p.add_argument("--figures", **_path("reports/figures"))
-    p.add_argument("--validation", **_path("reports/validation.json"))
-    p.add_argument("--out", **_path("reports/report.html"))
-    p.add_argument("--summary", **_path("reports/summary.md"))
+    stage("report", cmd_report, "write the self-contained HTML report and a summary",
+          inputs={"metrics": "reports/metrics.json", "promotion": "reports/promotion.json",
+                  "model-dir": "models/candidate", "figures": "reports/figures",
+                  "validation": "reports/validation.json"},
+          outputs={"out": "reports/report.html", "summary": "reports/summary.md"})
 
     p = sub.add_parser("predict", help="classify images or folders with a trained model")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH")
-    p.add_argument("--model", **_path("models/champion"))
+    p.add_argument("--model", type=Path, default=Path("models/champion"),
+                   help="model directory (default: the champion)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)

@@ -17,6 +17,7 @@ BackupAndRestore cannot do this under Horovod: each rank would restore its own c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,17 +38,17 @@ from alexnet.data import Sharding, eval_dataset, train_dataset
 from alexnet.errors import EXIT_DATA, PipelineError, TrainingError
 from alexnet.io import atomic_dir, write_json
 from alexnet.model import MODEL_FILE, build_alexnet, save_metadata
-from alexnet.params import Params, TrainParams, load_params
+from alexnet.params import TrainParams, load_params
 from alexnet.versions import library_versions
 
 _logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 
 
-def fingerprint(params: Params, cache_dir: Path) -> str:
-    """What a checkpoint is valid for: the train/preprocess params and the cached data."""
-    blob = json.dumps({"train": params.to_dict()["train"],
-                       "preprocess": params.to_dict()["preprocess"],
+def fingerprint(p: TrainParams, cache_dir: Path) -> str:
+    """What a checkpoint is valid for: the train params and the cached data (whose index holds
+    the preprocess settings)."""
+    blob = json.dumps({"train": dataclasses.asdict(p),
                        "index": (cache_dir / INDEX).read_text(),
                        "train_sha": _sha_list(cache_dir, "train"),
                        "val_sha": _sha_list(cache_dir, "val")}, sort_keys=True)
@@ -144,10 +145,12 @@ def configure_tensorflow(p: TrainParams) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def train(params: Params, cache_dir: Path, model_dir: Path, checkpoint_dir: Path,
-          live_dir: Path) -> dict[str, Any]:
-    """Train on the cache's train split, select on val; rank 0 writes model_dir. Returns metadata."""
-    p = params.train
+def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path,
+          live_dir: Path) -> tf.keras.Model:
+    """Train on the cache's train split, select on val; rank 0 writes model_dir.
+
+    Returns this rank's model as training left it (the saved model holds the best epoch's weights).
+    """
     # Horovod: initialize Horovod.
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -156,7 +159,7 @@ def train(params: Params, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     index = read_index(cache_dir)
     classes, image_size = index["classes"], index["image_size"]
     train_arrays, val_arrays = open_split(cache_dir, "train"), open_split(cache_dir, "val")
-    expected = fingerprint(params, cache_dir)
+    expected = fingerprint(p, cache_dir)
     state = read_state(checkpoint_dir, expected)
     # A state at p.epochs means training finished but the run died before saving the model.
     start_epoch = min(state["epoch"], p.epochs) if state else 0
@@ -211,11 +214,11 @@ def train(params: Params, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
                   # Horovod: progress output on rank 0 only.
                   verbose=2 if rank == 0 else 0)
 
-    metadata: dict[str, Any] = {}
     if rank == 0:
-        metadata = _save_model(params, index, cache_dir, model_dir, checkpoint_dir, size, scaled_lr)
-    # Horovod: every rank waits for rank 0 to write the model, and returns the same metadata.
-    return hvd_tf.broadcast_object(metadata, root_rank=0, name="model_metadata")
+        _save_model(p, index, cache_dir, model_dir, checkpoint_dir, size, scaled_lr)
+    # Horovod: every rank waits until rank 0 has written the model.
+    hvd_tf.broadcast_object(rank, root_rank=0, name="model_saved")
+    return model
 
 
 def _dvclive_callback(live_dir: Path, resume: bool) -> tf.keras.callbacks.Callback:
@@ -226,10 +229,9 @@ def _dvclive_callback(live_dir: Path, resume: bool) -> tf.keras.callbacks.Callba
                                      dvcyaml=None, report=None))
 
 
-def _save_model(params: Params, index: dict, cache_dir: Path, model_dir: Path,
+def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
                 checkpoint_dir: Path, size: int, scaled_lr: float) -> dict[str, Any]:
     """Rank 0: write the best weights (by the val monitor) as a plain Keras model + metadata."""
-    p = params.train
     state = json.loads((checkpoint_dir / STATE_FILE).read_text())
     best = build_alexnet(len(index["classes"]), index["image_size"], p.dropout)
     best.load_weights(checkpoint_dir / "best.weights.h5")
@@ -237,7 +239,7 @@ def _save_model(params: Params, index: dict, cache_dir: Path, model_dir: Path,
         "classes": index["classes"],
         "image_size": index["image_size"],
         "resize": index["resize"],
-        "params": {"train": params.to_dict()["train"], "preprocess": params.to_dict()["preprocess"]},
+        "params": {"train": dataclasses.asdict(p)},
         "world_size": size,
         "effective_learning_rate": scaled_lr,
         "global_batch_size": p.batch_size,
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        train(load_params(args.params), args.cache, args.model_dir, args.checkpoint_dir,
+        train(load_params(args.params).train, args.cache, args.model_dir, args.checkpoint_dir,
               args.live_dir)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -51,6 +51,10 @@ def load_rgb(path: str | Path, max_pixels: int | None = None,
     Raises:
         OSError / PIL.UnidentifiedImageError / Image.DecompressionBombError for unusable files.
     """
+    if max_pixels is not None:
+        # Pillow checks its own process-wide limit on open, before we can see the size: make it
+        # this cap, so a cap above Pillow's default is honoured and one below it is enforced.
+        Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:

@@ -9,9 +9,7 @@ memory-mapped .npy file, never assembled in RAM.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from alexnet.cache import INDEX, SPLITS
 from alexnet.errors import DataError
 from alexnet.images import load_rgb, resize
 from alexnet.io import atomic_dir, read_csv, write_json
+from alexnet.parallel import process_pool
 from alexnet.params import PreprocessParams
 
 _logger = logging.getLogger(__name__)
@@ -47,10 +46,9 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
     class_index = {c: i for i, c in enumerate(classes)}
     size = params.image_size
     load = partial(load_pixels, size=size, policy=params.resize)
-    workers = workers or os.cpu_count() or 1
     index = {"classes": classes, "image_size": size, "resize": params.resize,
              "shard_size": params.shard_size, "splits": {}}
-    with atomic_dir(out_dir) as tmp, ProcessPoolExecutor(workers) as pool:
+    with atomic_dir(out_dir) as tmp, process_pool(workers) as pool:
         for split in SPLITS:
             part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"])
             (tmp / split).mkdir()

@@ -1,0 +1,315 @@
+"""Decide, file by file and then for the data set as a whole, which raw images are usable.
+
+Per file (`validate_image`, pure): decode fully with Pillow by content, not extension, through the
+same `load_rgb` the later stages use, so an accepted image is one they can load. Per data set:
+the same bytes under two labels are a label conflict (all copies quarantined); exact duplicates
+within a class keep the first path. Nothing is deleted: rejected files are listed in a quarantine
+report with a reason each, and raw files are never modified.
+
+    >>> validate(Path("data/raw"), Path("data/manifest.csv"), Path("data/validated.csv"),
+    ...          Path("reports/quarantine.csv"), Path("reports/validate.json"), ValidateParams())
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import warnings
+from collections import Counter, defaultdict, deque
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from PIL import ExifTags, Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from alexnet.errors import DataError
+from alexnet.images import load_rgb
+from alexnet.ingest import image_signature
+from alexnet.io import atomic_open, read_csv, write_json
+from alexnet.parallel import process_pool
+from alexnet.params import ValidateParams
+
+_logger = logging.getLogger(__name__)
+
+VALIDATED_COLUMNS = ("path", "label", "split_hint", "sha256", "bytes", "width", "height",
+                     "format", "notes")
+QUARANTINE_COLUMNS = ("path", "label", "sha256", "reason", "detail")
+
+# Reasons a file is rejected (quarantine CSV `reason`).
+EMPTY = "empty file"
+NOT_IMAGE = "not an image"
+CORRUPT = "truncated or corrupt"
+TOO_MANY_PIXELS = "too many pixels"
+TOO_SMALL = "too small"
+LABEL_CONFLICT = "label conflict"
+DUPLICATE = "duplicate"  # recorded, but not counted as bad
+
+# Formats accepted by content; the extensions each is normally stored under.
+FORMAT_EXTENSIONS = {
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"}, "MPO": {".jpg", ".jpeg", ".mpo"},
+    "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp", ".dib"}, "DIB": {".bmp", ".dib"},
+    "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"},
+}
+# Pillow decoders tried by content (a multi-picture JPEG opens through "JPEG" as MPO). Not every
+# plugin: TGA and friends have no magic bytes and would "recognise" text files.
+OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+CHUNKSIZE = 32
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `validate_image` found. `reason` is "" when ok; `notes` lists accepted oddities."""
+
+    ok: bool
+    reason: str
+    detail: str
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def _reject(reason: str, detail: str, width: int = 0, height: int = 0, fmt: str = "") -> Verdict:
+    return Verdict(False, reason, detail, width, height, fmt)
+
+
+def _notes(img: Image.Image, path: Path) -> tuple[str, ...]:
+    """Accepted oddities, read from the header and frame count before decoding."""
+    notes = []
+    mode = img.mode
+    if mode == "CMYK":
+        notes.append("cmyk")
+    if mode in GRAYSCALE_MODES:
+        notes.append("grayscale")
+    if mode in ("P", "PA"):
+        notes.append("palette")
+    if mode in ALPHA_MODES or "transparency" in img.info:
+        notes.append("alpha")
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation not in (None, 1):
+        notes.append("exif-rotated")
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append("animated")
+    if path.suffix.lower() not in FORMAT_EXTENSIONS.get(img.format or "", set()):
+        notes.append("extension-mismatch")
+    return tuple(notes)
+
+
+def validate_image(path: Path, params: ValidateParams) -> Verdict:
+    """Decide whether one file is a usable image, by its content.
+
+    Checks, in order: empty file; not an image (no format Pillow accepts here); too many pixels
+    (width*height > params.max_pixels, or Pillow's decompression-bomb warning); truncated or
+    corrupt (the full decode via `load_rgb` fails); too small (shorter side < params.min_side,
+    measured after EXIF rotation). Width and height are those of the decoded, rotated image.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return _reject(CORRUPT, f"cannot read: {exc}")
+    if size == 0:
+        return _reject(EMPTY, "0 bytes")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=OPEN_FORMATS) as img:
+                fmt, (width, height) = img.format or "", img.size
+                if width * height > params.max_pixels:
+                    return _reject(TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels "
+                                   f"exceeds max_pixels {params.max_pixels}", width, height, fmt)
+                notes = _notes(img, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _reject(TOO_MANY_PIXELS, str(exc))
+    except UnidentifiedImageError:
+        signature = image_signature(head)
+        if signature is None:
+            return _reject(NOT_IMAGE, f"no image signature; starts with {head[:8]!r}")
+        return _reject(CORRUPT, f"starts like a {signature} but Pillow cannot read its header")
+    except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error...) here
+        return _reject(CORRUPT, f"header: {type(exc).__name__}: {exc}")
+
+    try:
+        rgb = load_rgb(path, max_pixels=params.max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _reject(TOO_MANY_PIXELS, str(exc), width, height, fmt)
+    except Exception as exc:  # any failure to decode the whole file makes it unusable
+        return _reject(CORRUPT, f"decode: {type(exc).__name__}: {exc}", width, height, fmt)
+    width, height = rgb.size
+    if min(width, height) < params.min_side:
+        return _reject(TOO_SMALL, f"{width}x{height}: shorter side < min_side {params.min_side}",
+                       width, height, fmt)
+    return Verdict(True, "", "", width, height, fmt, notes)
+
+
+# --- data-set rules (pure) --------------------------------------------------------------------
+
+def dataset_rules(rows: Sequence[dict]) -> dict[str, tuple[str, str]]:
+    """Label conflicts and within-class duplicates, from the manifest's sha256 alone.
+
+    Returns {path: (reason, detail)} for every path to quarantine: all copies of bytes that appear
+    under two or more labels ("label conflict", detail names the other labels/paths), and every
+    copy but the first (sorted by path) of bytes repeated within one label ("duplicate", detail:
+    the kept path).
+    """
+    by_sha: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_sha[row["sha256"]].append(row)
+    out: dict[str, tuple[str, str]] = {}
+    for copies in by_sha.values():
+        if len(copies) < 2:
+            continue
+        copies = sorted(copies, key=lambda r: r["path"])
+        if len({r["label"] for r in copies}) > 1:
+            for row in copies:
+                others = [f"{o['path']} ({o['label']})" for o in copies
+                          if o["label"] != row["label"]]
+                out[row["path"]] = (LABEL_CONFLICT, "same bytes as " + ", ".join(others[:5])
+                                    + (f" and {len(others) - 5} more" if len(others) > 5 else ""))
+        else:
+            for row in copies[1:]:
+                out[row["path"]] = (DUPLICATE, copies[0]["path"])
+    return out
+
+
+# --- running it over the manifest: the I/O edge -----------------------------------------------
+
+def _check_one(job: tuple[str, ValidateParams]) -> Verdict:
+    return validate_image(Path(job[0]), job[1])
+
+
+def _bounded_map(executor: Executor, jobs: Iterable[tuple[str, ValidateParams]],
+                 window: int) -> Iterator[Verdict]:
+    """Like executor.map with chunks of CHUNKSIZE, in order, but with at most `window` chunks
+    in flight, so memory stays bounded however long the manifest."""
+    def chunks() -> Iterator[list]:
+        batch: list = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) == CHUNKSIZE:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    pending: deque[Future] = deque()
+    for batch in chunks():
+        pending.append(executor.submit(_check_chunk, batch))
+        if len(pending) >= window:
+            yield from pending.popleft().result()
+    while pending:
+        yield from pending.popleft().result()
+
+
+def _check_chunk(batch: list[tuple[str, ValidateParams]]) -> list[Verdict]:
+    return [_check_one(job) for job in batch]
+
+
+def _verdicts(raw_dir: Path, rows: Sequence[dict], params: ValidateParams,
+              workers: int) -> Iterator[Verdict]:
+    jobs = ((str(raw_dir / row["path"]), params) for row in rows)
+    if workers <= 1:
+        yield from map(_check_one, jobs)
+        return
+    with process_pool(workers) as pool:
+        yield from _bounded_map(pool, jobs, window=4 * workers)
+
+
+def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantine_path: Path,
+             summary_path: Path, params: ValidateParams, workers: int | None = None) -> dict:
+    """Validate every file in the manifest; write the validated list, quarantine and summary.
+
+    All three outputs are written (atomically) before the data-set thresholds are checked, so a
+    failing run still leaves its reports.
+
+    Returns:
+        the summary: total, accepted, quarantined, bad_fraction, by_reason, notes, per_class,
+        classes.
+    Raises:
+        DataError: bad_fraction > params.max_bad_fraction (duplicates are not bad), a class with
+            fewer than params.min_per_class accepted images, or an empty manifest.
+    """
+    raw_dir = Path(raw_dir)
+    rows = sorted(read_csv(manifest_path), key=lambda r: r["path"])
+    workers = max(1, workers or os.cpu_count() or 1)
+    rules = dataset_rules(rows)
+    by_reason: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    per_class: Counter[str] = Counter({row["label"]: 0 for row in rows})
+
+    with atomic_open(validated_path, newline="") as vf, \
+            atomic_open(quarantine_path, newline="") as qf:
+        accepted_w = csv.DictWriter(vf, fieldnames=VALIDATED_COLUMNS)
+        quarantine_w = csv.DictWriter(qf, fieldnames=QUARANTINE_COLUMNS)
+        accepted_w.writeheader()
+        quarantine_w.writeheader()
+        bar = tqdm(total=len(rows), desc="validate", unit="img", file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+        for row, verdict in zip(rows, _verdicts(raw_dir, rows, params, workers)):
+            bar.update(1)
+            # A file's own defect comes first; the data-set rules apply to decodable images.
+            reason, detail = (verdict.reason, verdict.detail) if not verdict.ok \
+                else rules.get(row["path"], ("", ""))
+            if reason:
+                by_reason[reason] += 1
+                quarantine_w.writerow({"path": row["path"], "label": row["label"],
+                                       "sha256": row["sha256"], "reason": reason,
+                                       "detail": detail})
+                continue
+            per_class[row["label"]] += 1
+            notes.update(verdict.notes)
+            accepted_w.writerow({"path": row["path"], "label": row["label"],
+                                 "split_hint": row.get("split_hint", ""), "sha256": row["sha256"],
+                                 "bytes": row["bytes"], "width": verdict.width,
+                                 "height": verdict.height, "format": verdict.format,
+                                 "notes": ";".join(verdict.notes)})
+        bar.close()
+
+    summary = summarise(len(rows), by_reason, notes, per_class)
+    write_json(summary_path, summary)
+    _logger.info("validate: %d of %d accepted, %d quarantined %s, bad fraction %.3f",
+                 summary["accepted"], summary["total"], summary["quarantined"],
+                 summary["by_reason"], summary["bad_fraction"])
+    check_thresholds(summary, params, quarantine_path)
+    return summary
+
+
+def summarise(total: int, by_reason: Counter[str], notes: Counter[str],
+              per_class: Counter[str]) -> dict:
+    quarantined = sum(by_reason.values())
+    bad = quarantined - by_reason.get(DUPLICATE, 0)
+    return {
+        "total": total,
+        "accepted": total - quarantined,
+        "quarantined": quarantined,
+        "bad_fraction": bad / total if total else 0.0,
+        "by_reason": {k: by_reason[k] for k in sorted(by_reason)},
+        "notes": {k: notes[k] for k in sorted(notes)},
+        "per_class": {k: per_class[k] for k in sorted(per_class)},
+        "classes": sorted(k for k, n in per_class.items() if n > 0),
+    }
+
+
+def check_thresholds(summary: dict, params: ValidateParams, quarantine_path: Path) -> None:
+    """Raise DataError if the data set as a whole is not usable."""
+    if summary["total"] == 0:
+        raise DataError("validate: the manifest lists no images")
+    if summary["bad_fraction"] > params.max_bad_fraction:
+        raise DataError(
+            f"validate: {summary['bad_fraction']:.1%} of the files are unusable "
+            f"(max_bad_fraction {params.max_bad_fraction:.1%}; by reason {summary['by_reason']}); "
+            f"see {quarantine_path}")
+    short = {k: n for k, n in summary["per_class"].items() if n < params.min_per_class}
+    if short:
+        listed = ", ".join(f"class {k!r} has {n}" for k, n in short.items())
+        raise DataError(f"validate: too few usable images: {listed} "
+                        f"(min_per_class {params.min_per_class}); see {quarantine_path}")

@@ -1,0 +1,160 @@
+"""validate_image on a generated bad-input corpus, and validate() over a real ingested tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alexnet.errors import DataError
+from alexnet.ingest import ingest
+from alexnet.io import read_csv
+from alexnet.params import IngestParams, ValidateParams
+from alexnet.validate import (QUARANTINE_COLUMNS, VALIDATED_COLUMNS, dataset_rules, validate,
+                              validate_image)
+from tests.unit.corpus import corpus_bytes, image_bytes, tree_digest, write_corpus, write_tree
+
+CASES = sorted(corpus_bytes())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_verdict_for_each_corpus_file(corpus, name):
+    case = corpus[name]
+    verdict = validate_image(case.path, ValidateParams())
+    assert verdict.reason == case.reason, verdict
+    assert verdict.ok == (case.reason == "")
+    assert set(case.notes) <= set(verdict.notes), verdict
+    if not verdict.ok:
+        assert verdict.detail, "a rejection must say why"
+
+
+def test_exif_rotation_reports_size_after_rotation(corpus):
+    verdict = validate_image(corpus["exif_rotated"].path, ValidateParams())
+    # Stored as 120x60 with orientation 6 (rotate 90 degrees): the model sees 60x120.
+    assert (verdict.width, verdict.height) == (60, 120)
+
+
+def test_plain_images_have_no_notes(corpus):
+    verdict = validate_image(corpus["good"].path, ValidateParams())
+    assert verdict.ok and verdict.notes == () and verdict.format == "JPEG"
+
+
+def test_max_pixels_param_is_the_cap(corpus):
+    # good.jpg is 120x90 = 10,800 pixels.
+    assert validate_image(corpus["good"].path, ValidateParams(max_pixels=10_800)).ok
+    verdict = validate_image(corpus["good"].path, ValidateParams(max_pixels=10_799))
+    assert verdict.reason == "too many pixels" and "10800" in verdict.detail
+
+
+def test_min_side_param(corpus):
+    assert validate_image(corpus["good"].path, ValidateParams(min_side=90)).ok
+    assert validate_image(corpus["good"].path, ValidateParams(min_side=91)).reason == "too small"
+
+
+def test_dataset_rules_pure():
+    rows = [{"path": "a/2.jpg", "label": "a", "sha256": "d"},
+            {"path": "a/1.jpg", "label": "a", "sha256": "d"},
+            {"path": "a/3.jpg", "label": "a", "sha256": "x"},
+            {"path": "b/3.jpg", "label": "b", "sha256": "x"},
+            {"path": "b/4.jpg", "label": "b", "sha256": "u"}]
+    assert dataset_rules(rows) == {
+        "a/2.jpg": ("duplicate", "a/1.jpg"),
+        "a/3.jpg": ("label conflict", "same bytes as b/3.jpg (b)"),
+        "b/3.jpg": ("label conflict", "same bytes as a/3.jpg (a)"),
+    }
+
+
+def _dataset(tmp_path: Path, n_per_class: int = 12) -> Path:
+    """A two-class source with every kind of defect: returns the source folder."""
+    files = {f"cats/cat.{i}.jpg": image_bytes("JPEG", seed=100 + i) for i in range(n_per_class)}
+    files |= {f"dogs/dog.{i}.png": image_bytes("PNG", seed=200 + i) for i in range(n_per_class)}
+    files["cats/cat.dup.jpg"] = files["cats/cat.0.jpg"]            # duplicate within a class
+    shared = image_bytes("JPEG", seed=999)
+    files["cats/shared.jpg"] = files["dogs/shared.jpg"] = shared    # label conflict
+    for name, (filename, content, _, _) in corpus_bytes().items():
+        if name not in ("huge", "good"):
+            files[f"dogs/bad_{filename}"] = content
+    return write_tree(tmp_path / "source", files)
+
+
+def _run(tmp_path: Path, params: ValidateParams, workers: int = 1, source: Path | None = None):
+    source = source or _dataset(tmp_path)
+    raw, data, reports = tmp_path / "raw", tmp_path / "data", tmp_path / "reports"
+    ingest(source, raw, data / "manifest.csv", reports / "ingest.json", IngestParams())
+    before = tree_digest(raw)
+    out = dict(validated=data / "validated.csv", quarantine=reports / "quarantine.csv",
+               summary=reports / "validate.json")
+    try:
+        summary = validate(raw, data / "manifest.csv", out["validated"], out["quarantine"],
+                           out["summary"], params, workers=workers)
+    finally:
+        assert tree_digest(raw) == before, "raw files must never be modified"
+    return summary, out
+
+
+def test_validate_end_to_end(tmp_path):
+    summary, out = _run(tmp_path, ValidateParams(max_bad_fraction=0.5), workers=2)
+    validated, quarantine = read_csv(out["validated"]), read_csv(out["quarantine"])
+    assert list(validated[0]) == list(VALIDATED_COLUMNS)
+    assert list(quarantine[0]) == list(QUARANTINE_COLUMNS)
+    assert json.loads(out["summary"].read_text()) == summary
+
+    reasons = {row["path"]: row["reason"] for row in quarantine}
+    assert all(row["reason"] for row in quarantine)
+    assert reasons["cats/cat.dup.jpg"] == "duplicate"
+    assert next(r for r in quarantine if r["path"] == "cats/cat.dup.jpg")["detail"] == \
+        "cats/cat.0.jpg"
+    assert reasons["cats/shared.jpg"] == reasons["dogs/shared.jpg"] == "label conflict"
+    assert reasons["dogs/bad_empty.jpg"] == "empty file"
+    assert reasons["dogs/bad_half.jpg"] == "truncated or corrupt"
+    assert reasons["dogs/bad_page.jpg"] == "not an image"
+    assert reasons["dogs/bad_tiny.png"] == "too small"
+
+    accepted = {row["path"]: row for row in validated}
+    assert "cats/cat.0.jpg" in accepted and not set(accepted) & set(reasons)
+    assert accepted["dogs/bad_really_png.jpg"]["notes"] == "extension-mismatch"
+    assert accepted["dogs/bad_rotated.jpg"]["notes"] == "exif-rotated"
+    assert accepted["dogs/bad_anim.gif"]["notes"] == "palette;animated"
+    assert (accepted["dogs/bad_rotated.jpg"]["width"], accepted["dogs/bad_rotated.jpg"]["height"]) \
+        == ("60", "120")
+
+    bad = 6  # empty, half, twenty, notes, page, tiny
+    assert summary["total"] == len(validated) + len(quarantine)
+    assert summary["by_reason"] == {"duplicate": 1, "empty file": 1, "label conflict": 2,
+                                    "not an image": 2, "too small": 1,
+                                    "truncated or corrupt": 2}
+    assert summary["bad_fraction"] == pytest.approx((bad + 2) / summary["total"])
+    # accepted odd files: png-as-jpg, cmyk, gray, rgba, animated gif, exif-rotated
+    assert summary["per_class"] == {"cats": 12, "dogs": 12 + 6}
+    assert summary["classes"] == ["cats", "dogs"]
+    assert summary["notes"]["cmyk"] == 1 and summary["notes"]["grayscale"] == 1
+
+
+def test_pool_and_inline_give_identical_outputs(tmp_path):
+    source = _dataset(tmp_path)
+    _, out1 = _run(tmp_path / "one", ValidateParams(max_bad_fraction=0.5), 1, source)
+    _, out2 = _run(tmp_path / "two", ValidateParams(max_bad_fraction=0.5), 2, source)
+    for key in out1:
+        assert out1[key].read_bytes() == out2[key].read_bytes()
+
+
+def test_too_many_bad_files_raises_after_writing_reports(tmp_path):
+    with pytest.raises(DataError, match="unusable"):
+        _run(tmp_path, ValidateParams(max_bad_fraction=0.1))
+    summary = json.loads((tmp_path / "reports" / "validate.json").read_text())
+    assert summary["bad_fraction"] > 0.1
+    assert (tmp_path / "data" / "validated.csv").exists()
+    assert (tmp_path / "reports" / "quarantine.csv").exists()
+
+
+def test_too_few_per_class_names_the_class(tmp_path):
+    with pytest.raises(DataError, match=r"class 'cats' has 12") as exc:
+        _run(tmp_path, ValidateParams(max_bad_fraction=0.5, min_per_class=13))
+    assert "dogs" not in str(exc.value)
+    assert (tmp_path / "reports" / "validate.json").exists()
