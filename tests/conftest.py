@@ -1,0 +1,75 @@
+"""Shared fixtures: a throwaway git+DVC workspace holding this project's pipeline, tiny settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# Small enough to train in seconds on 2 CPU cores, still AlexNet and still 2 Horovod workers.
+TINY = {
+    "preprocess.image_size": 67,
+    "train.epochs": 2,
+    "train.batch_size": 16,
+    "train.optimizer": "adam",
+    "train.learning_rate": 0.0001,
+    "train.warmup_epochs": 1,
+    "train.workers": 2,
+    "validate.min_per_class": 5,
+    "promote.min_accuracy": 0.0,
+}
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "alexnet")
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv's tools first, no analytics traffic."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
+        **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=kwargs.pop("env", tool_env()), text=True,
+                          capture_output=True, timeout=timeout, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 40) -> Path:
+    """A git repo with this project's pipeline (dvc.yaml, params.yaml, DVC config), tiny
+    settings, and the synthetic sample data in data/sample."""
+    from alexnet.sample_data import generate_sample_data
+    from flows.workspace import set_params
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, path / name)
+    (path / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc/config", path / ".dvc/config")
+    shutil.copy2(REPO / ".dvc/.gitignore", path / ".dvc/.gitignore")
+    set_params(path, {**TINY, **(overrides or {})})
+    generate_sample_data(path / "data/sample", per_class=per_class, seed=0)
+    run(["git", "init", "-q"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "workspace"], path)
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws")

@@ -1,0 +1,64 @@
+"""The cache is uint8, memory-mappable, sharded, and matches the splits."""
+
+import json
+
+import numpy as np
+import pytest
+
+from alexnet.cache import open_split
+from alexnet.errors import DataError
+from alexnet.io import write_csv
+from alexnet.params import PreprocessParams
+from alexnet.preprocess import preprocess
+from alexnet.sample_data import generate_sample_data
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    generate_sample_data(root / "raw", per_class=9, seed=3)
+    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
+    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
+             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
+    write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
+    return root, rows
+
+
+def test_cache_is_uint8_memmap_and_matches_splits(sample, tmp_path):
+    root, rows = sample
+    index = preprocess(root / "raw", root / "splits.csv", tmp_path / "cache",
+                       PreprocessParams(image_size=67, shard_size=4), workers=2)
+    assert index["classes"] == ["disks", "stripes"] and index["image_size"] == 67
+    assert json.loads((tmp_path / "cache/index.json").read_text()) == index
+    for split in ("train", "val", "test"):
+        part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"])
+        arrays = open_split(tmp_path / "cache", split)
+        assert len(arrays) == len(part) == 6 and len(arrays.shards) == 2
+        assert all(isinstance(s, np.memmap) and s.dtype == np.uint8 for s in arrays.shards)
+        assert arrays.image_shape == (67, 67, 3)
+        assert list(arrays.paths) == [r["path"] for r in part]
+        assert [index["classes"][i] for i in arrays.labels] == [r["label"] for r in part]
+    assert not list(tmp_path.glob(".cache.tmp-*"))  # the temporary directory was renamed
+
+
+@pytest.mark.parametrize("policy", ["squash", "crop", "pad"])
+def test_resize_policies_are_deterministic(sample, tmp_path, policy):
+    root, _ = sample
+    params = PreprocessParams(image_size=67, resize=policy, shard_size=100)
+    preprocess(root / "raw", root / "splits.csv", tmp_path / "a", params, workers=1)
+    preprocess(root / "raw", root / "splits.csv", tmp_path / "b", params, workers=2)
+    a, b = open_split(tmp_path / "a", "test"), open_split(tmp_path / "b", "test")
+    assert np.array_equal(a.shards[0], b.shards[0])
+
+
+def test_unreadable_file_names_the_file(sample, tmp_path):
+    root, rows = sample
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "disks").mkdir()
+    (raw / "disks/broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    write_csv(tmp_path / "splits.csv", ["path", "label", "sha256", "split"],
+              [{"path": "disks/broken.jpg", "label": "disks", "sha256": "0" * 64, "split": "train"}])
+    with pytest.raises(DataError, match="broken.jpg: cannot be decoded"):
+        preprocess(raw, tmp_path / "splits.csv", tmp_path / "cache", PreprocessParams(67), workers=1)
+    assert not (tmp_path / "cache").exists()
