@@ -33,6 +33,9 @@ def tool_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    for who in ("AUTHOR", "COMMITTER"):  # git and `dvc exp` commit in the test workspaces
+        env.setdefault(f"GIT_{who}_NAME", "alexnet tests")
+        env.setdefault(f"GIT_{who}_EMAIL", "tests@localhost")
     return env
 
 
@@ -66,7 +69,7 @@ def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 4
     generate_sample_data(path / "data/sample", per_class=per_class, seed=0)
     run(["git", "init", "-q"], path)
     run(["git", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "workspace"], path)
+    run(["git", "commit", "-qm", "workspace"], path)
     return path
 
 

@@ -53,12 +53,13 @@ def test_two_workers_end_with_identical_weights(cached, tmp_path):
     assert meta["effective_learning_rate"] == pytest.approx(2 * 0.0001)
 
 
-def _rank_process(rank: int, timeout: float = 120) -> psutil.Process:
+def _rank_process(parent: int, rank: int, timeout: float = 120) -> psutil.Process:
+    """The worker of `rank` among the descendants of `parent` (never another job's worker)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.Process(parent).children(recursive=True):
             try:
-                if "alexnet.distributed" in " ".join(proc.info["cmdline"] or []) and \
+                if "alexnet.distributed" in " ".join(proc.cmdline()) and \
                         proc.environ().get("HOROVOD_RANK") == str(rank):
                     return proc
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -82,7 +83,7 @@ def test_killed_worker_fails_fast_and_rerun_resumes(cached, tmp_path):
     first = subprocess.Popen(["dvc", "repro", "train"], cwd=ws, env=tool_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for_epoch(state, 2, first)
-    _rank_process(1).send_signal(signal.SIGKILL)
+    _rank_process(first.pid, 1).send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     output, _ = first.communicate(timeout=300)
     assert first.returncode != 0

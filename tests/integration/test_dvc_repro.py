@@ -31,9 +31,8 @@ def test_repro_then_noop_then_one_param(workspace):
     second = run(["dvc", "repro"], workspace)
     assert ran(second.stdout) == [] and "Data and pipelines are up to date" in second.stdout
 
-    params = (workspace / "params.yaml").read_text().replace("batch_size: 256", "batch_size: 64")
-    (workspace / "params.yaml").write_text(params)
-    third = run(["dvc", "repro"], workspace)
+    # The documented way to change a param (README, "Overrides").
+    third = run(["dvc", "exp", "run", "-S", "evaluate.batch_size=64"], workspace)
     assert ran(third.stdout)[0] == "evaluate"
     assert not {"ingest", "validate", "split", "preprocess", "train"} & set(ran(third.stdout))
     assert "up to date" in run(["dvc", "status"], workspace).stdout
