@@ -48,7 +48,7 @@ def cmd_validate(a: argparse.Namespace) -> None:
     from alexnet.validate import validate
 
     validate(a.raw, a.manifest, a.validated, a.quarantine, a.summary,
-             load_params(a.params).validate, workers=a.workers)
+             load_params(a.params).validate, workers=a.workers, memo_path=a.verdicts)
 
 
 def cmd_split(a: argparse.Namespace) -> None:
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("validate", cmd_validate, "decode every image; quarantine unusable ones",
               inputs={"raw": "data/raw", "manifest": "data/manifest.csv"},
               outputs={"validated": "data/validated.csv", "quarantine": "reports/quarantine.csv",
-                       "summary": "reports/validation.json"})
+                       "summary": "reports/validation.json", "verdicts": "data/verdicts.csv"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
     stage("split", cmd_split, "assign train/val/test by content hash",

@@ -22,14 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from alexnet.errors import DataError
-from alexnet.io import write_csv, write_json
+from alexnet.io import atomic_dir, read_csv, write_csv, write_json
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -275,7 +273,37 @@ def copy_if_image(src: Path, dst: Path, by_extension: bool) -> tuple[int, str] |
                 fout.write(chunk)
                 size += len(chunk)
                 chunk = fin.read(CHUNK)
+        stat = os.fstat(fin.fileno())
+    os.utime(dst, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # lets the next run spot it unchanged
     return size, digest.hexdigest()
+
+
+def previous_copies(raw_dir: Path, manifest_path: Path) -> dict[str, tuple[int, str]]:
+    """path -> (bytes, sha256) from the previous run's manifest (empty if there is none)."""
+    if not (raw_dir.is_dir() and manifest_path.is_file()):
+        return {}
+    return {r["path"]: (int(r["bytes"]), r["sha256"]) for r in read_csv(manifest_path)}
+
+
+def link_unchanged(src: Path, old: Path, dst: Path,
+                   known: tuple[int, str] | None) -> tuple[int, str] | None:
+    """Hard-link the previous copy `old` to `dst` if `src` is unchanged since it was copied.
+
+    Unchanged means the same size and modification time as the copy (which kept the source's
+    mtime), the test rsync and make use; then the recorded sha256 is reused and the file is
+    neither read nor copied again. Returns (size, sha256), or None when it must be copied.
+    """
+    if known is None:
+        return None
+    try:
+        s, o = src.stat(), old.stat()
+    except OSError:
+        return None
+    if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == o.st_mtime_ns):
+        return None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.link(old, dst)
+    return known
 
 
 def _sniff(path: Path) -> str | None:
@@ -304,18 +332,6 @@ def _check_paths(source: Path, raw_dir: Path) -> None:
         raise DataError(f"{raw_dir}: raw_dir must not be inside the source {source} or contain it")
 
 
-def _swap_dir(tmp: Path, target: Path) -> None:
-    """Rename directory `tmp` to `target`, removing the previous `target` only afterwards."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
 def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
            params: IngestParams) -> dict:
     """Copy every labelled image candidate of `source` into `raw_dir` and write the manifest.
@@ -333,12 +349,11 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     _check_paths(source, raw_dir)
     layout = detect_layout(source, params.layout)
 
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.tmp-", dir=raw_dir.parent))
+    previous = previous_copies(raw_dir, manifest_path)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
-    seen = 0
-    try:
+    seen = linked = 0
+    with atomic_dir(raw_dir) as tmp:
         for rel in _walk_files(source):
             seen += 1
             if is_system_file(rel):
@@ -354,7 +369,10 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 ignored[IGNORED_UNLABELLED if image else IGNORED_NOT_IMAGE] += 1
                 continue
             try:
-                copied = copy_if_image(source / rel, tmp / rel, by_extension)
+                copied = link_unchanged(source / rel, raw_dir / rel, tmp / rel,
+                                        previous.get(rel.as_posix()))
+                linked += copied is not None
+                copied = copied or copy_if_image(source / rel, tmp / rel, by_extension)
             except OSError as exc:
                 raise DataError(f"{source / rel}: cannot read source file: {exc}") from exc
             if copied is None:
@@ -366,16 +384,14 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
         if not rows:
             raise DataError(f"{source}: no labelled images found (layout {layout.name}; "
                             f"{seen} files seen, ignored: {dict(ignored) or 'none'})")
-        _swap_dir(tmp, raw_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
     rows.sort(key=lambda r: r["path"])
     write_csv(manifest_path, MANIFEST_COLUMNS, rows)
     summary = summarise(layout, rows, seen, ignored)
     write_json(summary_path, summary)
-    _logger.info("ingest: %s layout, %d of %d files ingested, classes %s, ignored %s",
-                 layout.name, len(rows), seen, summary["per_class"], summary["ignored"])
+    _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "
+                 "classes %s, ignored %s", layout.name, len(rows), seen, linked,
+                 summary["per_class"], summary["ignored"])
     return summary
 
 

@@ -20,7 +20,7 @@ import warnings
 from collections import Counter, defaultdict, deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
 
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from alexnet.errors import DataError
 from alexnet.images import load_rgb
 from alexnet.ingest import image_signature
-from alexnet.io import atomic_open, read_csv, write_json
+from alexnet.io import atomic_open, read_csv, write_csv, write_json
 from alexnet.parallel import process_pool
 from alexnet.params import ValidateParams
 
@@ -38,6 +38,10 @@ _logger = logging.getLogger(__name__)
 VALIDATED_COLUMNS = ("path", "label", "split_hint", "sha256", "bytes", "width", "height",
                      "format", "notes")
 QUARANTINE_COLUMNS = ("path", "label", "sha256", "reason", "detail")
+# The verdict memo: a file's verdict depends only on its bytes, its extension (the
+# extension-mismatch note) and the params below, so a rerun decodes only what is new.
+MEMO_COLUMNS = ("sha256", "suffix", "params", "ok", "reason", "detail", "width", "height",
+                "format", "notes")
 
 # Reasons a file is rejected (quarantine CSV `reason`).
 EMPTY = "empty file"
@@ -214,6 +218,34 @@ def _check_chunk(batch: list[tuple[str, ValidateParams]]) -> list[Verdict]:
     return [_check_one(job) for job in batch]
 
 
+def _memo_key(row: dict) -> tuple[str, str]:
+    return row["sha256"], PurePosixPath(row["path"]).suffix.lower()
+
+
+def _params_key(params: ValidateParams) -> str:
+    return f"min_side={params.min_side};max_pixels={params.max_pixels}"
+
+
+def read_memo(path: Path | None, params: ValidateParams) -> dict[tuple[str, str], Verdict]:
+    """Verdicts of an earlier run for the same validation params (empty if none)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    key = _params_key(params)
+    return {(r["sha256"], r["suffix"]): Verdict(r["ok"] == "1", r["reason"], r["detail"],
+                                                int(r["width"]), int(r["height"]), r["format"],
+                                                tuple(filter(None, r["notes"].split(";"))))
+            for r in read_csv(path) if r["params"] == key}
+
+
+def write_memo(path: Path, verdicts: dict[tuple[str, str], Verdict],
+               params: ValidateParams) -> None:
+    key = _params_key(params)
+    write_csv(path, MEMO_COLUMNS, (
+        {"sha256": sha, "suffix": suffix, "params": key, "ok": int(v.ok), "reason": v.reason,
+         "detail": v.detail, "width": v.width, "height": v.height, "format": v.format,
+         "notes": ";".join(v.notes)} for (sha, suffix), v in sorted(verdicts.items())))
+
+
 def _verdicts(raw_dir: Path, rows: Sequence[dict], params: ValidateParams,
               workers: int) -> Iterator[Verdict]:
     jobs = ((str(raw_dir / row["path"]), params) for row in rows)
@@ -225,11 +257,13 @@ def _verdicts(raw_dir: Path, rows: Sequence[dict], params: ValidateParams,
 
 
 def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantine_path: Path,
-             summary_path: Path, params: ValidateParams, workers: int | None = None) -> dict:
+             summary_path: Path, params: ValidateParams, workers: int | None = None,
+             memo_path: Path | None = None) -> dict:
     """Validate every file in the manifest; write the validated list, quarantine and summary.
 
     All three outputs are written (atomically) before the data-set thresholds are checked, so a
-    failing run still leaves its reports.
+    failing run still leaves its reports. With `memo_path`, verdicts of an earlier run are reused
+    for files whose bytes did not change, and the memo is rewritten for the current files.
 
     Returns:
         the summary: total, accepted, quarantined, bad_fraction, by_reason, notes, per_class,
@@ -242,6 +276,14 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
     rows = sorted(read_csv(manifest_path), key=lambda r: r["path"])
     workers = max(1, workers or os.cpu_count() or 1)
     rules = dataset_rules(rows)
+    known = read_memo(memo_path, params)
+    todo = {_memo_key(r): r for r in rows if _memo_key(r) not in known}  # one decode per content
+    decoded = _verdicts(raw_dir, list(todo.values()), params, workers)
+    fresh = dict(zip(todo, tqdm(decoded, total=len(todo), desc="validate", unit="img",
+                                file=sys.stderr, disable=not sys.stderr.isatty())))
+    verdict_of = {**known, **fresh}
+    _logger.info("validate: %d file(s) decoded, %d verdict(s) reused", len(fresh),
+                 len(rows) - len(fresh))
     by_reason: Counter[str] = Counter()
     notes: Counter[str] = Counter()
     per_class: Counter[str] = Counter({row["label"]: 0 for row in rows})
@@ -252,10 +294,8 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
         quarantine_w = csv.DictWriter(qf, fieldnames=QUARANTINE_COLUMNS)
         accepted_w.writeheader()
         quarantine_w.writeheader()
-        bar = tqdm(total=len(rows), desc="validate", unit="img", file=sys.stderr,
-                   disable=not sys.stderr.isatty())
-        for row, verdict in zip(rows, _verdicts(raw_dir, rows, params, workers)):
-            bar.update(1)
+        for row in rows:
+            verdict = verdict_of[_memo_key(row)]
             # A file's own defect comes first; the data-set rules apply to decodable images.
             reason, detail = (verdict.reason, verdict.detail) if not verdict.ok \
                 else rules.get(row["path"], ("", ""))
@@ -272,7 +312,9 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
                                  "bytes": row["bytes"], "width": verdict.width,
                                  "height": verdict.height, "format": verdict.format,
                                  "notes": ";".join(verdict.notes)})
-        bar.close()
+
+    if memo_path is not None:
+        write_memo(memo_path, {_memo_key(r): verdict_of[_memo_key(r)] for r in rows}, params)
 
     summary = summarise(len(rows), by_reason, notes, per_class)
     write_json(summary_path, summary)

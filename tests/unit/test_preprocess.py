@@ -62,3 +62,26 @@ def test_unreadable_file_names_the_file(sample, tmp_path):
     with pytest.raises(DataError, match="broken.jpg: cannot be decoded"):
         preprocess(raw, tmp_path / "splits.csv", tmp_path / "cache", PreprocessParams(67), workers=1)
     assert not (tmp_path / "cache").exists()
+
+
+def test_rerun_decodes_only_new_images(sample, tmp_path):
+    root, rows = sample
+    params = PreprocessParams(image_size=67, shard_size=4)
+    preprocess(root / "raw", root / "splits.csv", tmp_path / "cache", params, workers=1)
+    before = open_split(tmp_path / "cache", "train")
+    first = before.take(np.arange(len(before)))
+    # Overwrite one known raw file with garbage: if it were decoded again, preprocess would fail.
+    raw = tmp_path / "raw"
+    import shutil
+
+    shutil.copytree(root / "raw", raw)
+    (raw / rows[0]["path"]).write_bytes(b"garbage")
+    preprocess(raw, root / "splits.csv", tmp_path / "cache", params, workers=1)
+    after = open_split(tmp_path / "cache", "train")
+    assert np.array_equal(after.take(np.arange(len(after))), first)
+
+    # Other settings: nothing is reused, so the damaged file is decoded and named.
+    with pytest.raises(DataError, match=rows[0]["path"]):
+        preprocess(raw, root / "splits.csv", tmp_path / "cache",
+                   PreprocessParams(image_size=70, shard_size=4), workers=1)
+    assert open_split(tmp_path / "cache", "train").image_shape == (67, 67, 3)  # old cache intact

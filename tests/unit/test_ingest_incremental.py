@@ -1,0 +1,36 @@
+"""A rerun of ingest copies only new or changed files; the rest are hard links to the old copy."""
+
+import os
+
+from PIL import Image
+
+from alexnet.ingest import ingest
+from alexnet.io import read_csv
+from alexnet.params import IngestParams
+
+
+def image(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), colour).save(path, "JPEG")
+
+
+def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    for i in range(3):
+        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
+        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    inode = {p: (raw / p).stat().st_ino for p in ("cats/0.jpg", "dogs/1.jpg")}
+
+    image(src / "cats/new.jpg", (99, 99, 0))
+    image(src / "dogs/1.jpg", (0, 0, 200))  # changed in place: new bytes, new mtime
+    os.utime(src / "dogs/1.jpg", ns=(0, (raw / "dogs/1.jpg").stat().st_mtime_ns + 10**9))
+    ingest(src, *args)
+
+    assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
+    assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
+    assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()
+    rows = {r["path"]: r for r in read_csv(tmp_path / "manifest.csv")}
+    assert len(rows) == 7 and rows["cats/new.jpg"]["label"] == "cats"
+    assert not list((tmp_path / "data").glob(".raw.tmp-*"))
