@@ -6,7 +6,11 @@ import re
 import pytest
 import yaml
 
+import numpy as np
+
 from alexnet.cache import open_split
+from alexnet.io import read_csv
+from alexnet.sample_data import make_image
 from tests.conftest import run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,6 +40,19 @@ def test_repro_then_noop_then_one_param(workspace):
     assert ran(third.stdout)[0] == "evaluate"
     assert not {"ingest", "validate", "split", "preprocess", "train"} & set(ran(third.stdout))
     assert "up to date" in run(["dvc", "status"], workspace).stdout
+
+    # New labelled images arrive: only they are copied, validated and preprocessed, and no
+    # image already in a split moves to another one.
+    old_splits = {r["path"]: r["split"] for r in read_csv(workspace / "data/splits.csv")}
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        make_image("disks", rng).save(workspace / f"data/sample/disks/new.{i}.jpg", quality=90)
+    fourth = run(["dvc", "repro"], workspace)
+    log = fourth.stdout + fourth.stderr
+    assert "4 file(s) decoded" in log and "4 image(s) decoded" in log
+    assert f"({len(old_splits)} unchanged since the last run)" in log
+    new_splits = {r["path"]: r["split"] for r in read_csv(workspace / "data/splits.csv")}
+    assert {p: new_splits[p] for p in old_splits} == old_splits and len(new_splits) == 84
 
 
 def test_raw_source_is_never_modified(workspace):
