@@ -42,7 +42,7 @@ horovod:
 	  $(PY) -m pip install -q "cmake>=3.13,<4"; \
 	  HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
-	  MAKEFLAGS=-j$$(nproc) $(PY) -m pip wheel -q --no-build-isolation --no-deps \
+	  MAKEFLAGS=-j$$(nproc) $(PY) -m pip wheel -q --no-cache-dir --no-build-isolation --no-deps \
 	    -w $(WHEELS) horovod==$(HOROVOD_VERSION); \
 	fi
 	$(PY) -m pip install -q -c requirements/lock.txt --force-reinstall --no-deps \

@@ -207,6 +207,9 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(EpochCheckpoint(checkpoint_dir, checkpoint, p.monitor, state))
         callbacks.append(_dvclive_callback(live_dir, resume=start_epoch > 0))
+        # `tensorboard --logdir models/checkpoints/tensorboard`; a resumed run appends to it.
+        callbacks.append(tf.keras.callbacks.TensorBoard(
+            log_dir=str(checkpoint_dir / "tensorboard"), write_graph=False, profile_batch=0))
 
     if start_epoch < p.epochs:
         model.fit(train_ds, steps_per_epoch=steps, epochs=p.epochs, initial_epoch=start_epoch,

@@ -51,6 +51,17 @@ def test_two_workers_end_with_identical_weights(cached, tmp_path):
     meta = json.loads((out / "model/model.json").read_text())
     assert meta["world_size"] == 2 and meta["classes"] == ["disks", "stripes"]
     assert meta["effective_learning_rate"] == pytest.approx(2 * 0.0001)
+    assert list((out / "checkpoints/tensorboard").rglob("events.out.tfevents.*"))  # rank 0 only
+
+
+def test_mixed_precision_trains_with_two_workers(cached, tmp_path):
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.mixed_precision": True})
+    run(["alexnet", "train"], ws, timeout=600)
+    model = tf.keras.models.load_model(ws / "models/candidate/model.keras", compile=False,
+                                       safe_mode=True)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"  # no GPU here: bfloat16
+    assert model.get_layer("predictions").compute_dtype == "float32"  # softmax stays float32
+    assert model.output.dtype == tf.float32
 
 
 def _rank_process(parent: int, rank: int, timeout: float = 120) -> psutil.Process:
