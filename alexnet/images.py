@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 ResizePolicy = Literal["squash", "crop", "pad"]
 BACKGROUND = (255, 255, 255)
+ORIENTATION = 0x0112  # the EXIF tag exif_transpose reads
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -65,9 +66,11 @@ def load_rgb(path: str | Path, max_pixels: int | None = None,
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.seek(0)
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
-            return to_rgb(oriented if oriented is not None else img).copy()
+            img.load()  # the pixels are in memory from here on; closing the file keeps them
+            # exif_transpose copies the image even when there is nothing to rotate: ask first.
+            if img.getexif().get(ORIENTATION, 1) not in (1, None):
+                img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
 
 
 def resize(img: Image.Image, size: int, policy: ResizePolicy = "squash") -> np.ndarray:

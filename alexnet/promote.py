@@ -176,6 +176,9 @@ def promote(model_dir: str | Path, metrics_path: str | Path, champion_dir: str |
     model_dir, metrics_path = Path(model_dir), Path(metrics_path)
     champion_dir = Path(champion_dir)
     _recover(champion_dir)
+    # The stage's DVC output exists even before any model has passed the gate (an empty
+    # directory means "no champion yet", see read_champion_metrics).
+    champion_dir.mkdir(parents=True, exist_ok=True)
     candidate = _read_json(metrics_path)
     champion = read_champion_metrics(champion_dir)
     model_file = model_dir / MODEL_FILE

@@ -1,6 +1,7 @@
 """`dvc repro` runs the whole pipeline; a second run does nothing; a param change reruns only
 the stages that read it."""
 
+import json
 import re
 
 import pytest
@@ -31,6 +32,23 @@ def test_repro_then_noop_then_one_param(workspace):
             assert (workspace / out).exists(), out
     assert open_split(workspace / "data/cache", "train").shards[0].dtype == "uint8"
     assert (workspace / "models/champion/model.keras").is_file()
+
+    # The plots declared in dvc.yaml render out of the box.
+    for command in ("show", "diff"):
+        plots = json.loads(run(["dvc", "plots", command, "--json"], workspace).stdout)
+        assert set(plots["data"]) == {"Accuracy per epoch", "Loss per epoch",
+                                      "Confusion matrix (test)", "ROC (test)"}
+        assert not plots.get("errors"), plots["errors"]
+
+    # The champion classifies files and folders; a corrupt file is reported, the rest classified.
+    (workspace / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    good = sorted((workspace / "data/sample/stripes").glob("*.jpg"))[0]
+    predicted = run(["alexnet", "predict", str(good), "data/sample/disks", "broken.jpg",
+                     "--format", "json"], workspace, check=False)
+    assert predicted.returncode == 65, predicted.stderr
+    out = json.loads(predicted.stdout)
+    assert len(out["results"]) == 1 + 40 and [e["file"] for e in out["errors"]] == ["broken.jpg"]
+    (workspace / "broken.jpg").unlink()
 
     second = run(["dvc", "repro"], workspace)
     assert ran(second.stdout) == [] and "Data and pipelines are up to date" in second.stdout
