@@ -1,0 +1,1 @@
+"""Ratio benchmarks for the AlexNet pipeline: `python -m benchmarks.run` (see benchmarks/README.md)."""

@@ -1,0 +1,241 @@
+"""Rows that time the library's stages directly (no TensorFlow in this process): decode,
+incremental, and the orchestration row's plain-Python side.
+
+    python -m benchmarks.pipeline_rows plain WORKSPACE   # every dvc.yaml stage via alexnet.cli.main
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks import gen_data, reference
+from benchmarks.common import ROOT, alternate, env, median, timed
+
+STAGES = ("ingest", "validate", "split", "preprocess", "train", "evaluate", "promote", "report")
+
+
+def _quiet() -> None:
+    logging.getLogger("alexnet").setLevel(logging.WARNING)
+
+
+def _ingest_validate(source: Path, out: Path) -> dict:
+    from alexnet.ingest import ingest
+    from alexnet.params import IngestParams, ValidateParams
+    from alexnet.validate import validate
+
+    ingest(source, out / "raw", out / "manifest.csv", out / "ingest.json",
+           IngestParams(layout="kaggle_flat"))
+    # The verdict memo is what `alexnet validate` keeps between runs (dvc.yaml: data/verdicts.csv).
+    return validate(out / "raw", out / "manifest.csv", out / "validated.csv",
+                    out / "quarantine.csv", out / "validation.json", ValidateParams(),
+                    memo_path=out / "verdicts.csv")
+
+
+def decode(source: Path, repeats: int, tmp: Path) -> dict:
+    """Row 1: ingest + validate (all cores) vs the reference's single-threaded decode loop."""
+    _quiet()
+    paths = gen_data.image_paths(source)
+    n = len(paths)
+
+    def ours() -> float:
+        out = Path(tempfile.mkdtemp(dir=tmp, prefix="decode-"))
+        try:
+            t = time.perf_counter()
+            summary = _ingest_validate(source, out)
+            dt = time.perf_counter() - t
+            assert summary["accepted"] == n, summary
+            return n / dt
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def ref() -> float:
+        return n / timed(lambda: reference.load_images(paths))
+
+    runs = alternate({"ours": ours, "reference": ref}, repeats)
+    return {"runs": runs, "median": {k: median(v) for k, v in runs.items()}, "images": n}
+
+
+def _stages_to_cache(source: Path, out: Path) -> None:
+    from alexnet.params import PreprocessParams, SplitParams
+    from alexnet.preprocess import preprocess
+    from alexnet.split import split
+
+    _ingest_validate(source, out)
+    split(out / "validated.csv", out / "splits.csv", out / "split.json", SplitParams())
+    preprocess(out / "raw", out / "splits.csv", out / "cache", PreprocessParams())
+
+
+def build_cache(source: Path, out: Path) -> Path:
+    """ingest -> validate -> split -> preprocess at 227 px; returns the cache directory."""
+    _quiet()
+    _stages_to_cache(source, out)
+    return out / "cache"
+
+
+def _link_tree(paths: list[Path], dst: Path) -> None:
+    (dst / "train").mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        target = dst / "train" / p.name
+        if not target.exists():
+            os.link(p, target)
+
+
+def incremental(base: Path, extra: Path, repeats: int, tmp: Path) -> dict:
+    """Row 9: rerun ingest..preprocess after adding 5% new images, vs a from-scratch run on the
+    same final data set. Source folders are hard links to the generated images."""
+    _quiet()
+    base_paths, extra_paths = gen_data.image_paths(base), gen_data.image_paths(extra)
+    full_src = tmp / "inc-full-src"
+    _link_tree(base_paths + extra_paths, full_src)
+
+    def full() -> float:
+        out = Path(tempfile.mkdtemp(dir=tmp, prefix="inc-full-"))
+        try:
+            return timed(lambda: _stages_to_cache(full_src, out))
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def rerun() -> float:
+        src = Path(tempfile.mkdtemp(dir=tmp, prefix="inc-src-"))
+        out = Path(tempfile.mkdtemp(dir=tmp, prefix="inc-out-"))
+        try:
+            _link_tree(base_paths, src)
+            _stages_to_cache(src, out)  # yesterday's run (not timed)
+            _link_tree(extra_paths, src)  # today: 5% new images arrive
+            return timed(lambda: _stages_to_cache(src, out))
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+
+    runs = alternate({"full_s": full, "incremental_s": rerun}, repeats)
+    return {"runs": runs, "median": {k: median(v) for k, v in runs.items()},
+            "base_images": len(base_paths), "new_images": len(extra_paths)}
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+ORCH_OVERRIDES = {"preprocess.image_size": 67, "train.epochs": 1, "train.batch_size": 16,
+                  "train.workers": 1, "train.optimizer": "adam", "train.learning_rate": 0.0001,
+                  "train.warmup_epochs": 0, "evaluate.batch_size": 64,
+                  # A 1-epoch model may miss the default gate; with no champion written, DVC fails
+                  # the promote stage (its out models/champion is missing): see the final report.
+                  "promote.min_accuracy": 0.0, "promote.min_improvement": -1.0}
+COPY = ("alexnet", "flows", "tasks", "dvc.yaml", "params.yaml", ".dvcignore")
+
+
+def make_workspace(ws: Path, source: Path) -> None:
+    """A throwaway git + DVC project holding copies of the repo's pipeline files and a small
+    data set, with the small settings written into its params.yaml."""
+    from flows.workspace import set_params
+
+    ws.mkdir(parents=True)
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, ws / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, ws / name)
+    shutil.copytree(source / "train", ws / "src" / "train")
+    e = env()
+    set_params(ws, {**ORCH_OVERRIDES, "ingest.source": "src"})
+    # DVCLive (in the train stage) needs a repository with at least one commit.
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit",
+                 "-q", "-m", "benchmark workspace"],
+                # The flow pushes its outputs at the end (tasks/record.py): a local remote.
+                ["dvc", "remote", "add", "-q", "-d", "local", str(ws.parent / "dvcstore")]):
+        subprocess.run(cmd, cwd=ws, env=e, check=True, capture_output=True)
+
+
+def stage_argv(ws: Path, stage: str) -> list[str]:
+    """The argv after `alexnet` of one dvc.yaml stage, with ${...} params substituted."""
+    cmd = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+
+    def lookup(dotted: str) -> str:
+        node = params
+        for k in dotted.split("."):
+            node = node[k]
+        return str(node)
+
+    import re
+    cmd = re.sub(r"\$\{([\w.]+)\}", lambda m: lookup(m.group(1)), cmd)
+    argv = shlex.split(cmd)
+    assert argv[0] == "alexnet", argv
+    return argv[1:]
+
+
+def run_plain(ws: Path) -> None:
+    """Every stage of dvc.yaml, in order, in this one process: no DVC, no Prefect."""
+    from alexnet.cli import main
+
+    os.chdir(ws)
+    for stage in STAGES:
+        code = main(stage_argv(ws, stage))
+        if code:
+            raise SystemExit(f"stage {stage} exited {code}")
+
+
+def orchestration(source: Path, repeats: int, tmp: Path, noop_repeats: int = 3) -> dict:
+    """Row 8: wall time of `python -m flows.train_alexnet` vs `python -m benchmarks.pipeline_rows
+    plain` (same stages, one process), each in a fresh workspace; then a no-op `dvc repro`."""
+    prefect_home = tmp / "prefect-home"
+    extra = {"PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": "",
+             "PREFECT_LOGGING_LEVEL": "WARNING"}
+    last_flow_ws: list[Path] = []
+    logs = tmp / "orch-logs"
+    logs.mkdir(exist_ok=True)
+
+    def run(kind: str) -> float:
+        ws = Path(tempfile.mkdtemp(dir=tmp, prefix=f"orch-{kind}-")) / "ws"
+        make_workspace(ws, source)
+        cmd = ([sys.executable, "-m", "flows.train_alexnet", "--workspace", str(ws)]
+               if kind == "flow" else [sys.executable, "-m", "benchmarks.pipeline_rows", "plain",
+                                       str(ws)])
+        e = env(**extra)
+        e["PYTHONPATH"] = f"{ws}{os.pathsep}{e['PYTHONPATH']}"
+        with open(logs / f"{kind}-{ws.parent.name}.log", "w") as log:
+            t = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=ws, env=e, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=900)
+            dt = time.perf_counter() - t
+        if proc.returncode:
+            tail = Path(log.name).read_text().strip().splitlines()[-6:]
+            raise RuntimeError(f"{kind} run failed ({proc.returncode}): " + " | ".join(tail))
+        if kind == "flow":
+            last_flow_ws.append(ws)
+        else:
+            shutil.rmtree(ws.parent, ignore_errors=True)
+        return dt
+
+    runs = alternate({"flow_s": lambda: run("flow"), "plain_s": lambda: run("plain")}, repeats)
+    ws = last_flow_ws[-1]
+    noop = []
+    for _ in range(noop_repeats):
+        t = time.perf_counter()
+        out = subprocess.run(["dvc", "repro"], cwd=ws, env=env(**extra), capture_output=True,
+                             text=True, timeout=600)
+        noop.append(time.perf_counter() - t)
+        if out.returncode:
+            raise RuntimeError(f"no-op dvc repro failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    ran = [ln for ln in out.stdout.splitlines() if ln.startswith("Running stage")]
+    return {"runs": runs, "median": {k: median(v) for k, v in runs.items()},
+            "noop_dvc_repro_s": noop, "noop_median_s": median(noop), "noop_stages_run": ran,
+            "overrides": ORCH_OVERRIDES, "images": len(gen_data.image_paths(source))}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "plain":
+        logging.basicConfig(level=logging.WARNING)
+        run_plain(Path(sys.argv[2]).resolve())
