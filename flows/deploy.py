@@ -1,10 +1,15 @@
-"""Serve the `train-alexnet` deployment from this machine (what `make serve` runs).
+"""Serve `train-alexnet` and `check-new-data` from this machine (what `make serve` runs).
 
     prefect server start --host 127.0.0.1                    # terminal 1: API + UI, SQLite
     export PREFECT_API_URL=http://127.0.0.1:4200/api
-    python -m flows.deploy                                   # terminal 2: serves the deployment
+    python -m flows.deploy                                   # terminal 2: serves both deployments
     prefect deployment run train-alexnet/train-alexnet --watch \
         --params '{"overrides": {"train.epochs": 3}}'        # terminal 3, or CI, or the UI
+
+`check-new-data` runs every 10 minutes (`--check-every`, minutes; 0 turns it off) and emits
+`alexnet.source.changed` when the images under `ingest.source` changed; `train-alexnet` has a
+`DeploymentEventTrigger` on that event for this workspace's source, so the server starts one
+training run per change (flows/check_new_data.py says why an event rather than run_deployment).
 
 `serve` (rather than `prefect deploy` + a work pool + a worker) because the flow must run where
 the DVC workspace and the Horovod workers are: one long-running process on that machine polls
@@ -15,30 +20,79 @@ work pools on GPU hosts.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from prefect import serve
+from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
+from flows.check_new_data import EVENT, check_new_data, resource_id, source_dir
 from flows.train_alexnet import train_alexnet
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00: retrain on whatever data has arrived
+CHECK_EVERY_MINUTES = 10.0
 
 
-def build_deployments(workspace: Path, cron: str | None, timeout_hours: float) -> list[RunnerDeployment]:
+def new_data_trigger(workspace: Path) -> DeploymentEventTrigger:
+    """Run train-alexnet once per `alexnet.source.changed` event about this workspace's source.
+
+    The resource id is computed from `ingest.source` when serving starts: after changing
+    `ingest.source`, restart `python -m flows.deploy` (it re-creates the automation).
+    """
+    return DeploymentEventTrigger(
+        name="train-alexnet on new data",
+        expect={EVENT},
+        match={"prefect.resource.id": resource_id(source_dir(workspace))},
+        posture="Reactive",
+        threshold=1,
+    )
+
+
+def build_deployments(workspace: Path, cron: str | None, timeout_hours: float,
+                      check_every_minutes: float = CHECK_EVERY_MINUTES) -> list[RunnerDeployment]:
     """The deployments served from this machine, bound to one DVC workspace."""
+    workspace = workspace.resolve()
     flow = train_alexnet.with_options(timeout_seconds=int(timeout_hours * 3600))
-    return [flow.to_deployment(
-        name="train-alexnet",
-        description="Ingest, validate, split, preprocess, train (Horovod), evaluate, promote.",
-        parameters={"workspace": str(workspace.resolve())},
-        cron=cron,
-        # Two runs must never share a DVC workspace: the second one waits in the queue.
+    check = check_new_data.to_deployment(
+        name="check-new-data",
+        description="Fingerprint ingest.source; emit alexnet.source.changed if the images changed.",
+        parameters={"workspace": str(workspace)},
+        interval=check_every_minutes * 60 if check_every_minutes > 0 else None,
+        # A slow check (huge folder) must not pile up behind itself.
         concurrency_limit=1,
         tags=["alexnet"],
         entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return [check, flow.to_deployment(
+        name="train-alexnet",
+        description="Ingest, validate, split, preprocess, train (Horovod), evaluate, promote; "
+                    "recorded as a DVC experiment named after the flow run.",
+        parameters={"workspace": str(workspace)},
+        cron=cron,
+        # Two runs must never share a DVC workspace: the second one waits in the queue.
+        concurrency_limit=1,
+        triggers=[new_data_trigger(workspace)],
+        tags=["alexnet"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )]
+
+
+def check_api() -> str | None:
+    """None if the configured Prefect API answers (or none is configured), else a one-line reason."""
+    url = PREFECT_API_URL.value()
+    if not url:  # Prefect's own default: a temporary local server for this process
+        return None
+    with get_client(sync_client=True) as client:
+        error = client.api_healthcheck()  # returns the exception instead of raising it
+    if error is None:
+        return None
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (f"the Prefect API at {url} is unreachable ({reason}); start it with "
+            "`prefect server start` or fix PREFECT_API_URL")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,9 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-schedule", action="store_true", help="serve without a schedule")
     parser.add_argument("--timeout-hours", type=float, default=24.0,
                         help="a run taking longer is cancelled (default: 24)")
+    parser.add_argument("--check-every", type=float, default=CHECK_EVERY_MINUTES,
+                        metavar="MINUTES", help="check-new-data interval (default: 10; 0: off, "
+                        "run it by hand with `prefect deployment run check-new-data/check-new-data`)")
     args = parser.parse_args(argv)
+    problem = check_api()
+    if problem:
+        sys.exit(f"flows.deploy: {problem}")
     serve(*build_deployments(args.workspace, None if args.no_schedule else args.cron,
-                             args.timeout_hours))
+                             args.timeout_hours, args.check_every))
 
 
 if __name__ == "__main__":

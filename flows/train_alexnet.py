@@ -6,6 +6,8 @@
 
 With no Prefect server configured this runs against Prefect's ephemeral API; with
 PREFECT_API_URL set, it is recorded by that server (see flows/deploy.py for deployments).
+Every run ends recorded (tasks/record.py): a DVC experiment named after the flow run, its
+outputs pushed to the DVC remote, and a `run-record` artifact; README, "Reproduce a past run".
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from flows.workspace import ensure_source, set_params
+from tasks.record import publish_run_record, push_outputs, save_experiment
 from tasks.stages import publish_metrics, publish_split, publish_validation, run_stage
 
 # `make run` on the synthetic sample: small images and a few epochs, so the whole flow finishes
@@ -38,7 +42,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
 
 @flow(name="train-alexnet", log_prints=True)
 def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".") -> dict[str, Any]:
-    """Ingest, validate, split, preprocess, train (Horovod), evaluate; returns output paths.
+    """Ingest, validate, split, preprocess, train (Horovod), evaluate, then record the run as a
+    DVC experiment named after the flow run; returns output paths and the experiment.
 
     Args:
         overrides: params.yaml keys to set first, e.g. {"train.epochs": 3} (kept in params.yaml,
@@ -65,11 +70,17 @@ def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".")
     run_stage("report", ws)
     metrics = publish_metrics(ws)
 
+    this_run = {"name": flow_run.get_name(), "id": flow_run.get_id()}
+    experiment = save_experiment(ws, this_run["name"])
+    pushed = push_outputs(ws, experiment)
+    record = publish_run_record(ws, this_run, experiment, pushed)
+
     promotion = json.loads((ws / "reports/promotion.json").read_text())
     return {"report": str(ws / "reports/report.html"), "metrics": str(ws / "reports/metrics.json"),
             "model": str(ws / "models/candidate"), "champion": str(ws / "models/champion"),
             "promoted": promotion["promoted"], "accuracy": metrics["accuracy"],
-            "accepted_images": validation["accepted"]}
+            "accepted_images": validation["accepted"], "experiment": record["name"],
+            "experiment_commit": record["commit"]}
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -99,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     result = train_alexnet(overrides=overrides or None, workspace=args.workspace)
     print(json.dumps(result, indent=2))
     print(f"\nReport:   {result['report']}\nModel:    {result['model']}"
-          f"\nChampion: {result['champion']} ({'promoted' if result['promoted'] else 'unchanged'})")
+          f"\nChampion: {result['champion']} ({'promoted' if result['promoted'] else 'unchanged'})"
+          f"\nRecorded: DVC experiment {result['experiment']} (dvc exp apply {result['experiment']})")
     return 0
 
 

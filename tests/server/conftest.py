@@ -1,0 +1,89 @@
+"""A real `prefect server start` on 127.0.0.1 per test, and helpers to start and stop processes
+by their process group (never by name) with bounded waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN, tool_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # Own process group, so stopping it also stops the subprocesses it started.
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen, log: Path,
+               every: float = 1.0):
+    """Poll `check()` until it returns a truthy value (returned); fail if `proc` dies or time
+    runs out, with the tail of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what}: process exited {proc.returncode}\n{log.read_text()[-3000:]}")
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception:
+            pass
+        time.sleep(every)
+    raise AssertionError(f"{what}: not ready after {timeout}s\n{log.read_text()[-3000:]}")
+
+
+def sync_client(api_url: str):
+    """A context manager: Prefect's sync client talking to `api_url`."""
+    import contextlib
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    @contextlib.contextmanager
+    def client():
+        with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as c:
+            yield c
+    return client()
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """Environment (PREFECT_API_URL, PREFECT_HOME, ...) of a fresh server; stopped afterwards."""
+    port = free_port()
+    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"),
+                   PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                   PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port))
+    log = tmp_path / "server.log"
+    server = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                    "--port", str(port)], env, log)
+    try:
+        url = f"http://127.0.0.1:{port}/api/health"
+        wait_until(lambda: urllib.request.urlopen(url, timeout=5).status == 200, 180,
+                   "prefect server", server, log)
+        yield env
+    finally:
+        stop(server)
