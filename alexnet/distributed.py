@@ -35,7 +35,7 @@ import horovod.tensorflow.keras as hvd
 
 from alexnet.cache import INDEX, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
-from alexnet.errors import EXIT_DATA, PipelineError, TrainingError
+from alexnet.errors import PipelineError, TrainingError
 from alexnet.io import atomic_dir, write_json
 from alexnet.model import MODEL_FILE, build_alexnet, save_metadata
 from alexnet.params import TrainParams, load_params

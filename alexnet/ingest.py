@@ -149,7 +149,7 @@ def _descend(path: Path) -> Path:
 
 def _has_image(path: Path) -> bool:
     """Any file with an image extension below `path`, system files and hidden folders aside."""
-    for dirpath, dirnames, files in os.walk(path):
+    for _dirpath, dirnames, files in os.walk(path):
         dirnames[:] = [d for d in dirnames
                        if not d.startswith(".") and d.lower() not in SYSTEM_DIRS]
         if any(has_image_extension(f) and not is_system_file(PurePosixPath(f)) for f in files):

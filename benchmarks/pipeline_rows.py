@@ -7,7 +7,6 @@ incremental, and the orchestration row's plain-Python side.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shlex
 import shutil

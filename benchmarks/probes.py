@@ -9,7 +9,6 @@ shared machine hits both sides alike.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import threading

@@ -15,16 +15,15 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks import gen_data, pipeline_rows
-from benchmarks.common import ROOT, env, machine, probe, run_json
+from benchmarks.common import env, machine, probe, run_json
 
 HERE = Path(__file__).resolve().parent
 GFLOP = 6.8

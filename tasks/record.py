@@ -28,10 +28,10 @@ import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.stages import _LOCKED, StageFailed, dvc_env, retry_if_transient
+from tasks.stages import LOCKED, StageFailed, dvc_env, retry_if_transient
 
 # Output that says the remote or the lock may be there on a second try.
-_TRANSIENT = _LOCKED + ("Connection", "connection", "timed out", "Timeout", "Temporary failure")
+_TRANSIENT = LOCKED + ("Connection", "connection", "timed out", "Timeout", "Temporary failure")
 # The dvc.lock entries the record lists: (stage, out path) -> what it is.
 RECORDED_OUTS = {("ingest", "data/raw"): "raw data", ("preprocess", "data/cache"): "cache",
                  ("train", "models/candidate"): "model"}

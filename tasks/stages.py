@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from alexnet.errors import EXIT_TRANSIENT
 _EXITED = re.compile(r"exited with (\d+)")
 _SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
 # DVC holds a lock on the workspace while one command runs; another must wait, not fail.
-_LOCKED = ("Unable to acquire lock", "is busy, retrying")
+LOCKED = ("Unable to acquire lock", "is busy, retrying")
 
 
 class StageFailed(RuntimeError):
@@ -57,7 +58,7 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 def dvc_env() -> dict[str, str]:
     """The environment stages run in: this venv's tools first, no analytics traffic."""
     env = dict(os.environ)
-    venv_bin = str(Path(os.sys.executable).parent)
+    venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
@@ -83,7 +84,7 @@ def run_stage(stage: str, workspace: Path) -> StageResult:
     if proc.returncode != 0:
         match = _EXITED.search(output)
         code = int(match.group(1)) if match else proc.returncode
-        transient = (code == EXIT_TRANSIENT) or any(s in output for s in _LOCKED)
+        transient = (code == EXIT_TRANSIENT) or any(s in output for s in LOCKED)
         errors = [ln for ln in lines if "ERROR" in ln or "error:" in ln]
         raise StageFailed(stage, code, errors[0] if errors else " | ".join(lines[:4]) or
                           "no output", transient)
