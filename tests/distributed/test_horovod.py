@@ -132,3 +132,13 @@ def test_deterministic_mode_reproduces_weights(cached, tmp_path):
                                            safe_mode=True)
         weights.append(model.get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_checkpoints_of_other_params_are_dropped(cached, tmp_path):
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 1})
+    run(["alexnet", "train"], ws, timeout=600)
+    set_params(ws, {"train.epochs": 2})  # another configuration: starts over, not a resume
+    second = run(["alexnet", "train"], ws, timeout=600)
+    assert "resuming" not in second.stdout + second.stderr
+    kept = sorted(p.name for p in (ws / "models/checkpoints").glob("epoch-*"))
+    assert kept == ["epoch-0002"]
