@@ -21,8 +21,10 @@ def set_params(workspace: Path, overrides: dict[str, Any]) -> bool:
     schema first, so a typo fails here, before any stage runs.
     """
     path = workspace / "params.yaml"
-    yaml = YAML()
-    doc = yaml.load(path.read_text())
+    # ruamel's round-trip loader builds only plain data (maps, lists, scalars), like safe_load,
+    # and keeps comments and key order for writing the file back.
+    round_trip = YAML(typ="rt")
+    doc = round_trip.load(path.read_text())
     apply_overrides(dict(doc), overrides)  # validation only; raises ParamsError
     changed = False
     for dotted, value in overrides.items():
@@ -35,7 +37,7 @@ def set_params(workspace: Path, overrides: dict[str, Any]) -> bool:
             changed = True
     if changed:
         buf = io.StringIO()
-        yaml.dump(doc, buf)
+        round_trip.dump(doc, buf)
         with atomic_open(path) as fh:
             fh.write(buf.getvalue())
     return changed
