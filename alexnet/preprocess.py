@@ -23,7 +23,7 @@ from alexnet.cache import INDEX, SPLITS, SplitArrays, open_split, read_index
 from alexnet.errors import DataError
 from alexnet.images import load_rgb, resize
 from alexnet.io import atomic_dir, read_csv, write_json
-from alexnet.parallel import process_pool
+from alexnet.parallel import mapper
 from alexnet.params import PreprocessParams
 
 _logger = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
     index = {"classes": classes, "image_size": size, "resize": params.resize,
              "shard_size": params.shard_size, "splits": {}}
     known = previous_pixels(out_dir, params)
+    to_decode = sum(r["sha256"] not in known for r in rows)
     reused = 0
-    with atomic_dir(out_dir) as tmp, process_pool(workers) as pool:
+    with atomic_dir(out_dir) as tmp, mapper(to_decode, workers) as map_:
         for split in SPLITS:
             part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"])
             (tmp / split).mkdir()
@@ -91,7 +92,7 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
                         shard[i] = arrays.take(np.array([j]))[0]
                         bar.update()
                 paths = [raw_dir / chunk[i]["path"] for i in new]
-                for i, pixels in zip(new, pool.map(load, paths, chunksize=16)):
+                for i, pixels in zip(new, map_(load, paths)):
                     shard[i] = pixels
                     bar.update()
                 reused += len(chunk) - len(new)

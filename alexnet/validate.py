@@ -30,7 +30,7 @@ from alexnet.errors import DataError
 from alexnet.images import load_rgb
 from alexnet.ingest import image_signature
 from alexnet.io import atomic_open, read_csv, write_csv, write_json
-from alexnet.parallel import process_pool
+from alexnet.parallel import process_pool, use_pool
 from alexnet.params import ValidateParams
 
 _logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def write_memo(path: Path, verdicts: dict[tuple[str, str], Verdict],
 def _verdicts(raw_dir: Path, rows: Sequence[dict], params: ValidateParams,
               workers: int) -> Iterator[Verdict]:
     jobs = ((str(raw_dir / row["path"]), params) for row in rows)
-    if workers <= 1:
+    if not use_pool(len(rows), workers):
         yield from map(_check_one, jobs)
         return
     with process_pool(workers) as pool:

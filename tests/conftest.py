@@ -76,3 +76,10 @@ def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 4
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def force_pool(monkeypatch):
+    """Use the process pool however little work there is, so small tests cover the parallel
+    path (alexnet.parallel decodes a few images in-process)."""
+    monkeypatch.setattr("alexnet.parallel.MIN_JOBS_FOR_POOL", 1)

@@ -24,7 +24,7 @@ def sample(tmp_path_factory):
     return root, rows
 
 
-def test_cache_is_uint8_memmap_and_matches_splits(sample, tmp_path):
+def test_cache_is_uint8_memmap_and_matches_splits(sample, tmp_path, force_pool):
     root, rows = sample
     index = preprocess(root / "raw", root / "splits.csv", tmp_path / "cache",
                        PreprocessParams(image_size=67, shard_size=4), workers=2)
@@ -42,7 +42,8 @@ def test_cache_is_uint8_memmap_and_matches_splits(sample, tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["squash", "crop", "pad"])
-def test_resize_policies_are_deterministic(sample, tmp_path, policy):
+def test_resize_policies_are_deterministic(sample, tmp_path, policy, force_pool):
+    # workers=1 decodes in-process, workers=2 in the pool: the pixels must not differ.
     root, _ = sample
     params = PreprocessParams(image_size=67, resize=policy, shard_size=100)
     preprocess(root / "raw", root / "splits.csv", tmp_path / "a", params, workers=1)
@@ -85,3 +86,10 @@ def test_rerun_decodes_only_new_images(sample, tmp_path):
         preprocess(raw, root / "splits.csv", tmp_path / "cache",
                    PreprocessParams(image_size=70, shard_size=4), workers=1)
     assert open_split(tmp_path / "cache", "train").image_shape == (67, 67, 3)  # old cache intact
+
+
+def test_small_jobs_skip_the_pool_and_large_ones_use_it():
+    from alexnet.parallel import MIN_JOBS_FOR_POOL, use_pool
+
+    assert not use_pool(MIN_JOBS_FOR_POOL - 1, workers=2)
+    assert use_pool(MIN_JOBS_FOR_POOL, workers=2) and not use_pool(10_000, workers=1)

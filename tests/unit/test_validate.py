@@ -98,7 +98,7 @@ def _run(tmp_path: Path, params: ValidateParams, workers: int = 1, source: Path 
     return summary, out
 
 
-def test_validate_end_to_end(tmp_path):
+def test_validate_end_to_end(tmp_path, force_pool):
     summary, out = _run(tmp_path, ValidateParams(max_bad_fraction=0.5), workers=2)
     validated, quarantine = read_csv(out["validated"]), read_csv(out["quarantine"])
     assert list(validated[0]) == list(VALIDATED_COLUMNS)
