@@ -163,9 +163,10 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     state = read_state(checkpoint_dir, expected)
     # A state at p.epochs means training finished but the run died before saving the model.
     start_epoch = min(state["epoch"], p.epochs) if state else 0
-    if state is None and rank == 0 and checkpoint_dir.exists():
-        # Checkpoints of other params or data can never be resumed: drop them (this stage's own
-        # output directory), so they do not pile up run after run.
+    if state is None and rank == 0 and (checkpoint_dir / STATE_FILE).is_file():
+        # Checkpoints of other params or data can never be resumed: drop them, so they do not
+        # pile up run after run. Only a directory holding our state file: the path is an
+        # argument, and a mistyped one must not delete anything else.
         shutil.rmtree(checkpoint_dir)
     state = state or {"fingerprint": expected, "epoch": 0}
 

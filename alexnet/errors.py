@@ -31,3 +31,9 @@ class TrainingError(PipelineError):
     """Training diverged or failed for a reason a retry will not fix (e.g. a NaN loss)."""
 
     exit_code = EXIT_DATA
+
+
+class OutputError(PipelineError):
+    """An output path names something the pipeline must not overwrite (e.g. the user's images)."""
+
+    exit_code = EXIT_CONFIG

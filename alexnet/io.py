@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
+from alexnet.errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -74,20 +76,33 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+OUTPUT_MARKER = ".alexnet-output"  # in every directory atomic_dir writes
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces the directory `path` if the block succeeds.
 
-    Only ever called on a stage's own output directory (data/cache, models/...), never on raw data.
+    Meant for a stage's own output directory (data/raw, data/cache, models/candidate). Every path
+    is a command-line argument, so a mistyped one could name the user's images: a non-empty
+    directory is replaced only if it carries OUTPUT_MARKER, i.e. an earlier atomic_dir wrote it.
     A killed run leaves `path` as it was, plus a hidden temporary directory that the next run of
     the same stage removes.
+
+    Raises:
+        OutputError: `path` is a non-empty directory this pipeline did not write.
     """
     path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
+        raise OutputError(f"{path}: refusing to replace this directory: it was not written by "
+                          f"alexnet (no {OUTPUT_MARKER} in it). Choose another output path, or "
+                          "move it away yourself.")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.tmp-old-{os.getpid()}")

@@ -10,7 +10,7 @@ import pytest
 
 from alexnet.errors import DataError
 from alexnet.ingest import MANIFEST_COLUMNS, ingest
-from alexnet.io import read_csv
+from alexnet.io import OUTPUT_MARKER, read_csv
 from alexnet.params import IngestParams
 from tests.unit.corpus import image_bytes, tree_digest, write_tree
 
@@ -125,6 +125,7 @@ def test_source_untouched_and_raw_identical(tmp_path):
     _, rows, out = _ingest(tmp_path, source)
     assert tree_digest(source) == before
     raw = tree_digest(out / "raw")
+    assert raw.pop(OUTPUT_MARKER)  # the copy is marked as the pipeline's own output
     assert raw == {r["path"]: r["sha256"] for r in rows}
     assert all(raw[p] == before[p] for p in raw)
 
@@ -135,7 +136,8 @@ def test_rerun_rebuilds_raw_dir(tmp_path):
     (source / "b" / "1.jpg").unlink()
     (source / "b" / "2.jpg").write_bytes(PNG)
     _, rows, _ = _ingest(tmp_path, source)
-    assert sorted(tree_digest(out / "raw")) == ["a/1.jpg", "b/2.jpg"] == [r["path"] for r in rows]
+    assert sorted(tree_digest(out / "raw")) == [OUTPUT_MARKER, "a/1.jpg", "b/2.jpg"]
+    assert [r["path"] for r in rows] == ["a/1.jpg", "b/2.jpg"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
 
 

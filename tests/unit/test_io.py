@@ -1,0 +1,56 @@
+"""Outputs are written atomically, and never over a directory the pipeline did not write."""
+
+import pytest
+
+from alexnet.errors import EXIT_CONFIG, OutputError
+from alexnet.io import OUTPUT_MARKER, atomic_dir
+
+
+def test_atomic_dir_replaces_its_own_output(tmp_path):
+    out = tmp_path / "cache"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.npy").write_text("1")
+    with atomic_dir(out) as tmp:
+        (tmp / "b.npy").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "b.npy"]
+
+
+def test_failed_block_leaves_the_old_output(tmp_path):
+    out = tmp_path / "cache"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.npy").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "half.npy").write_text("x")
+        raise RuntimeError("killed")
+    assert (out / "a.npy").read_text() == "1" and not (out / "half.npy").exists()
+    assert not list(tmp_path.glob(".cache.tmp-*"))
+
+
+def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputError, match="not written by alexnet"), atomic_dir(photos) as tmp:
+        (tmp / "x").write_text("x")
+    assert (photos / "cat.jpg").read_bytes() == b"precious"
+    with atomic_dir(tmp_path / "empty") as tmp:  # a missing or empty directory is fine
+        pass
+
+
+def test_cli_refuses_an_output_path_that_holds_user_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from alexnet.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "dog.jpg").write_bytes(b"precious")
+    (tmp_path / "raw/a").mkdir(parents=True)
+    Image.new("RGB", (80, 80), (200, 0, 0)).save(tmp_path / "raw/a/1.jpg")
+    (tmp_path / "splits.csv").write_text(f"path,label,sha256,split\na/1.jpg,a,{'0' * 64},train\n")
+    (tmp_path / "params.yaml").write_text("preprocess: {image_size: 67}\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["preprocess", "--raw", "raw", "--splits", "splits.csv", "--workers", "1", "--out"]
+    assert main([*args, "photos"]) == EXIT_CONFIG
+    assert sorted(p.name for p in photos.iterdir()) == ["dog.jpg"]
+    assert main([*args, "cache"]) == 0  # the same command, with an output path of its own
