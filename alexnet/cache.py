@@ -7,6 +7,13 @@ Layout (written by `alexnet preprocess`, read by train and evaluate):
     data/cache/<split>/labels.npy        int32 [N], index into index.json's "classes"
     data/cache/<split>/sha256.npy        <U64 [N], content hash of the source file
     data/cache/<split>/paths.npy         <U    [N], path of the source file under data/raw
+    data/cache/<split>/location.npy      int64 [N, 2], (shard, row) holding each image's pixels
+
+Image i of a split is the i-th path in sorted order, whatever the history of the cache: that
+logical order is what training and evaluation see (`SplitArrays.take`). Where its pixels live is
+`location`: contiguous for a cache built from scratch, but a rerun that only added images keeps
+the previous shards (hard links, not copies) and puts the new images in new shards, so it never
+rewrites what did not change. The two caches differ on disk and are identical through `take`.
 
 Every worker opens the shards with `np.load(mmap_mode="r")`: N Horovod workers on one host share
 one copy in the page cache instead of holding N float32 copies in RAM (the reference's 4.9 GB).
@@ -34,6 +41,7 @@ class SplitArrays:
     sha256: np.ndarray
     paths: np.ndarray
     shard_size: int
+    location: np.ndarray | None = None  # [N, 2] (shard, row); None: contiguous, shard_size each
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,7 +54,10 @@ class SplitArrays:
         """Gather images by global index into one uint8 array (copies only those images)."""
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
-        shard_of, offset = np.divmod(indices, self.shard_size)
+        if self.location is None:
+            shard_of, offset = np.divmod(indices, self.shard_size)
+        else:
+            shard_of, offset = self.location[indices].T
         for s in np.unique(shard_of):
             mask = shard_of == s
             # Sorted reads within a shard keep the page-cache access sequential.
@@ -75,9 +86,23 @@ def open_split(cache_dir: str | Path, split: str) -> SplitArrays:
     def column(name: str) -> np.ndarray:
         return np.load(d / f"{name}.npy", allow_pickle=False)
 
+    # Caches written before location.npy existed are contiguous.
+    location = column("location") if (d / "location.npy").is_file() else None
     arrays = SplitArrays(shards=shards, labels=column("labels"), sha256=column("sha256"),
-                         paths=column("paths"), shard_size=int(index["shard_size"]))
-    if sum(len(s) for s in shards) != len(arrays) or len(arrays) != info["count"]:
-        raise ValueError(f"{d}: shards hold {sum(len(s) for s in shards)} images but the index "
-                         f"says {info['count']}; rerun `alexnet preprocess`")
+                         paths=column("paths"), shard_size=int(index["shard_size"]),
+                         location=location)
+    if len(arrays) != info["count"]:
+        raise ValueError(f"{d}: {len(arrays)} labels but the index says {info['count']} images; "
+                         "rerun `alexnet preprocess`")
+    sizes = np.array([len(s) for s in shards], dtype=np.int64)
+    if location is None:
+        fits = int(sizes.sum()) == len(arrays)
+    else:
+        shard_of, row = location.reshape(-1, 2).T
+        fits = (location.shape == (len(arrays), 2)
+                and bool(np.all((shard_of >= 0) & (shard_of < len(sizes))))
+                and bool(np.all((row >= 0) & (row < sizes[shard_of]))))
+    if not fits:
+        raise ValueError(f"{d}: the shards do not hold the {len(arrays)} images the index "
+                         "lists; rerun `alexnet preprocess`")
     return arrays

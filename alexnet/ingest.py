@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from alexnet.errors import DataError
-from alexnet.io import atomic_dir, read_csv, write_csv, write_json
+from alexnet.io import atomic_dir, link_or_copy, read_csv, write_csv, write_json
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -301,8 +301,7 @@ def link_unchanged(src: Path, old: Path, dst: Path,
         return None
     if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == o.st_mtime_ns):
         return None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.link(old, dst)
+    link_or_copy(old, dst)
     return known
 
 

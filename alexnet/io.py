@@ -116,6 +116,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Put the file `src` at `dst` without copying its bytes when the filesystem allows it.
+
+    A hard link (following a symlink, e.g. a DVC cache link, to its target) where possible, else
+    a copy. Only for files nobody modifies in place: every output here is replaced, never edited.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst, follow_symlinks=True)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(src, dst)
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -2,17 +2,24 @@
 
     alexnet preprocess --raw data/raw --splits data/splits.csv --out data/cache
 
-Runs in a process pool over all cores. Memory stays bounded: each shard is written through a
-memory-mapped .npy file, never assembled in RAM. Incremental: the pixels of an image whose sha256
-is already in the previous cache (built with the same image size and resize policy) are copied
-from it, so a rerun after adding images decodes only the new ones (dvc.yaml keeps data/cache
-across runs for this, `persist: true`).
+Decodes on one thread per core (Pillow releases the GIL while it decodes and resizes; see
+parallel.py). Memory stays bounded: each shard is written through a
+memory-mapped .npy file, never assembled in RAM.
+
+Incremental (dvc.yaml keeps data/cache across runs for this, `persist: true`): when the previous
+cache was built with the same image size, resize policy and shard size, a rerun keeps each split's
+previous shards as they are (hard links into the new cache, nothing rewritten) and writes only the
+images it did not hold into new shards; an image found elsewhere in the previous cache (another
+split) is copied rather than decoded. Once more than MAX_GARBAGE of the kept rows belong to images
+that are gone, the split is rewritten compactly instead. Either way the cache reads the same
+through `SplitArrays.take`, so training does not depend on the cache's history.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +29,7 @@ from tqdm import tqdm
 from alexnet.cache import INDEX, SPLITS, SplitArrays, open_split, read_index
 from alexnet.errors import DataError
 from alexnet.images import load_rgb, resize
-from alexnet.io import atomic_dir, read_csv, write_json
+from alexnet.io import atomic_dir, link_or_copy, read_csv, write_json
 from alexnet.parallel import mapper
 from alexnet.params import PreprocessParams
 
@@ -39,23 +46,71 @@ def load_pixels(path: Path, size: int, policy: str) -> np.ndarray:
                         f"was it changed after validation?") from exc
 
 
-def previous_pixels(out_dir: Path, params: PreprocessParams) -> dict[str, tuple[SplitArrays, int]]:
-    """sha256 -> (split arrays, index) of an existing cache built with the same settings."""
+# A split keeps its previous shards while at most this fraction of their rows are images that
+# are gone (removed from the source, or moved to another split); past it, it is rewritten.
+MAX_GARBAGE = 0.25
+
+
+@dataclass
+class Previous:
+    """The cache already in the output directory, if built with the same image settings."""
+
+    splits: dict[str, SplitArrays] = field(default_factory=dict)
+    shard_names: dict[str, list[str]] = field(default_factory=dict)
+    keep_shards: bool = False  # same shard size too: its shard files can be kept as they are
+
+    def pixels(self) -> dict[str, tuple[SplitArrays, int]]:
+        """sha256 -> (split arrays, index) of every image it holds."""
+        return {sha: (arrays, i) for arrays in self.splits.values()
+                for i, sha in enumerate(arrays.sha256.tolist())}
+
+
+def previous_cache(out_dir: Path, params: PreprocessParams) -> Previous:
     try:
         index = read_index(out_dir)
     except (FileNotFoundError, ValueError):
-        return {}
+        return Previous()
     if (index.get("image_size"), index.get("resize")) != (params.image_size, params.resize):
-        return {}
-    found: dict[str, tuple[SplitArrays, int]] = {}
-    for split in index["splits"]:
+        return Previous()
+    previous = Previous(keep_shards=index.get("shard_size") == params.shard_size)
+    for split, info in index["splits"].items():
         try:
-            arrays = open_split(out_dir, split)
+            previous.splits[split] = open_split(out_dir, split)
         except (OSError, ValueError, KeyError) as exc:  # damaged: rebuild rather than trust it
             _logger.warning("preprocess: ignoring the previous cache (%s)", exc)
-            return {}
-        found.update({sha: (arrays, i) for i, sha in enumerate(arrays.sha256.tolist())})
-    return found
+            return Previous()
+        previous.shard_names[split] = list(info["shards"])
+    return previous
+
+
+def kept_shards(shas: list[str], old: SplitArrays, old_names: list[str]
+                ) -> tuple[list[str], np.ndarray] | None:
+    """Which previous shards of a split to keep, and where they hold each image of `shas`.
+
+    Returns (shard names, location [N, 2] with -1 for the images they do not hold), or None when
+    keeping them is not worth it: nothing in them is still wanted, or more than MAX_GARBAGE of
+    their rows are not.
+    """
+    position = {sha: i for i, sha in enumerate(old.sha256.tolist())}
+    hit = np.array([position.get(sha, -1) for sha in shas], dtype=np.int64)
+    found = hit >= 0
+    if not found.any():
+        return None
+    old_location = old.location if old.location is not None else np.stack(
+        np.divmod(np.arange(len(old), dtype=np.int64), old.shard_size), axis=1)
+    where = old_location[hit[found]]
+    used = np.unique(where[:, 0])
+    garbage = sum(len(old.shards[s]) for s in used) - len(np.unique(hit[found]))
+    if garbage > MAX_GARBAGE * len(shas):
+        return None
+    location = np.full((len(shas), 2), -1, dtype=np.int64)
+    location[found, 0] = np.searchsorted(used, where[:, 0])
+    location[found, 1] = where[:, 1]
+    return [old_names[s] for s in used], location
+
+
+def _shard_number(name: str) -> int:
+    return int(Path(name).stem.rsplit("-", 1)[1])
 
 
 def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: PreprocessParams,
@@ -70,44 +125,65 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
     load = partial(load_pixels, size=size, policy=params.resize)
     index = {"classes": classes, "image_size": size, "resize": params.resize,
              "shard_size": params.shard_size, "splits": {}}
-    known = previous_pixels(out_dir, params)
+    previous = previous_cache(out_dir, params)
+    known = previous.pixels()
+    plans = {}
+    for split in SPLITS:
+        part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"])
+        plan = None
+        if previous.keep_shards and split in previous.splits:
+            plan = kept_shards([r["sha256"] for r in part], previous.splits[split],
+                               previous.shard_names[split])
+        plans[split] = (part, plan)
+    counts = {"decoded": 0, "copied": 0, "kept": 0}
     to_decode = sum(r["sha256"] not in known for r in rows)
-    reused = 0
-    with atomic_dir(out_dir) as tmp, mapper(to_decode, workers) as map_:
-        for split in SPLITS:
-            part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"])
+    with atomic_dir(out_dir) as tmp, mapper(to_decode, workers, threads=True) as map_:
+        for split, (part, plan) in plans.items():
             (tmp / split).mkdir()
-            shards = []
-            bar = tqdm(total=len(part), desc=f"preprocess {split}", unit="img",
+            names, location = plan or ([], np.full((len(part), 2), -1, dtype=np.int64))
+            for name in names:
+                link_or_copy(out_dir / name, tmp / name)
+            counts["kept"] += int((location[:, 0] >= 0).sum())
+            todo = np.flatnonzero(location[:, 0] < 0)
+            number = 1 + max((_shard_number(n) for n in names), default=-1)
+            bar = tqdm(total=len(todo), desc=f"preprocess {split}", unit="img",
                        disable=not sys.stderr.isatty(), file=sys.stderr)
-            for start in range(0, len(part), params.shard_size):
-                chunk = part[start:start + params.shard_size]
-                name = f"{split}/images-{start // params.shard_size:05d}.npy"
+            for start in range(0, len(todo), params.shard_size):
+                chunk = todo[start:start + params.shard_size]
+                name = f"{split}/images-{number:05d}.npy"
                 shard = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.uint8,
                                                   shape=(len(chunk), size, size, 3))
-                new = [i for i, r in enumerate(chunk) if r["sha256"] not in known]
-                for i, r in enumerate(chunk):
-                    if r["sha256"] in known:
-                        arrays, j = known[r["sha256"]]
-                        shard[i] = arrays.take(np.array([j]))[0]
+                new = []
+                for j, i in enumerate(chunk):
+                    if part[i]["sha256"] in known:
+                        arrays, k = known[part[i]["sha256"]]
+                        shard[j] = arrays.take(np.array([k]))[0]
+                        counts["copied"] += 1
                         bar.update()
-                paths = [raw_dir / chunk[i]["path"] for i in new]
-                for i, pixels in zip(new, map_(load, paths)):
-                    shard[i] = pixels
+                    else:
+                        new.append(j)
+                paths = [raw_dir / part[chunk[j]]["path"] for j in new]
+                for j, pixels in zip(new, map_(load, paths)):
+                    shard[j] = pixels
                     bar.update()
-                reused += len(chunk) - len(new)
+                counts["decoded"] += len(new)
                 shard.flush()
                 del shard
-                shards.append(name)
+                location[chunk] = np.stack([np.full(len(chunk), len(names)),
+                                            np.arange(len(chunk))], axis=1)
+                names.append(name)
+                number += 1
             bar.close()
             np.save(tmp / split / "labels.npy",
                     np.array([class_index[r["label"]] for r in part], dtype=np.int32))
             np.save(tmp / split / "sha256.npy", np.array([r["sha256"] for r in part], dtype="<U64"))
             np.save(tmp / split / "paths.npy", np.array([r["path"] for r in part], dtype=str))
-            index["splits"][split] = {"count": len(part), "shards": shards}
-            _logger.info("preprocess: %s %d images in %d shard(s)", split, len(part), len(shards))
+            np.save(tmp / split / "location.npy", location)
+            index["splits"][split] = {"count": len(part), "shards": names}
+            _logger.info("preprocess: %s %d images in %d shard(s)", split, len(part), len(names))
         write_json(tmp / INDEX, index)
         known.clear()  # release the previous cache's memory maps before it is replaced
-    _logger.info("preprocess: %d image(s) decoded, %d reused from the previous cache",
-                 len(rows) - reused, reused)
+        previous.splits.clear()
+    _logger.info("preprocess: %d image(s) decoded, %d copied from the previous cache, %d kept "
+                 "in its shards", counts["decoded"], counts["copied"], counts["kept"])
     return index

@@ -93,3 +93,96 @@ def test_small_jobs_skip_the_pool_and_large_ones_use_it():
 
     assert not use_pool(MIN_JOBS_FOR_POOL - 1, workers=2)
     assert use_pool(MIN_JOBS_FOR_POOL, workers=2) and not use_pool(10_000, workers=1)
+
+
+def _logical(cache, split):
+    a = open_split(cache, split)
+    return a.take(np.arange(len(a))), list(a.paths), list(a.labels), list(a.sha256)
+
+
+def _splits(root, rows, path):
+    write_csv(path, ["path", "label", "sha256", "split"], rows)
+    return path
+
+
+def test_adding_images_keeps_old_shards_and_matches_a_fresh_build(sample, tmp_path):
+    root, rows = sample
+    params = PreprocessParams(image_size=67, shard_size=4)
+    first = [r for i, r in enumerate(rows) if i % 6]  # 15 of 18: later, 3 new train images
+    cache = tmp_path / "cache"
+    preprocess(root / "raw", _splits(root, first, tmp_path / "a.csv"), cache, params, workers=1)
+    old_shards = json.loads((cache / "index.json").read_text())["splits"]["train"]["shards"]
+    inodes = {name: (cache / name).stat().st_ino for name in old_shards}
+
+    everything = _splits(root, rows, tmp_path / "b.csv")
+    preprocess(root / "raw", everything, cache, params, workers=1)
+    index = json.loads((cache / "index.json").read_text())
+    train = index["splits"]["train"]["shards"]
+    assert train[:len(old_shards)] == old_shards  # kept, and new images went to a new shard
+    assert len(train) == len(old_shards) + 1
+    assert {n: (cache / n).stat().st_ino for n in old_shards} == inodes  # not rewritten
+
+    fresh = tmp_path / "fresh"
+    preprocess(root / "raw", everything, fresh, params, workers=1)
+    for split in ("train", "val", "test"):
+        a, b = _logical(cache, split), _logical(fresh, split)
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_moved_images_are_copied_and_mostly_removed_splits_are_compacted(sample, tmp_path):
+    root, rows = sample
+    params = PreprocessParams(image_size=67, shard_size=4)
+    cache = tmp_path / "cache"
+    preprocess(root / "raw", _splits(root, rows, tmp_path / "a.csv"), cache, params, workers=1)
+    # Damage every raw file: anything decoded again would fail, so all pixels must be reused.
+    raw = tmp_path / "raw"
+    import shutil
+
+    shutil.copytree(root / "raw", raw)
+    for r in rows:
+        (raw / r["path"]).write_bytes(b"garbage")
+    # Keep 1 of the 6 train images and move every val image to train: 3 of the 4 rows of the
+    # old shard train would keep are gone, so train is rewritten compactly from the old pixels.
+    train = [r for r in rows if r["split"] == "train"][:1]
+    moved = [{**r, "split": "train"} for r in rows if r["split"] == "val"]
+    test = [r for r in rows if r["split"] == "test"]
+    preprocess(raw, _splits(root, train + moved + test, tmp_path / "b.csv"), cache, params,
+               workers=1)
+    arrays = open_split(cache, "train")
+    assert len(arrays) == 7 and sum(len(s) for s in arrays.shards) == 7  # no unused rows
+    assert np.array_equal(arrays.location[:, 0], np.arange(7) // 4)  # contiguous again
+
+    fresh = tmp_path / "fresh"
+    preprocess(root / "raw", tmp_path / "b.csv", fresh, params, workers=1)
+    for split in ("train", "test"):
+        a, b = _logical(cache, split), _logical(fresh, split)
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_cache_that_does_not_hold_its_images_is_refused(sample, tmp_path):
+    root, rows = sample
+    cache = tmp_path / "cache"
+    preprocess(root / "raw", root / "splits.csv", cache, PreprocessParams(67, shard_size=4),
+               workers=1)
+    location = np.load(cache / "train/location.npy")
+    location[0] = (0, 99)  # a row past the end of its shard
+    np.save(cache / "train/location.npy", location)
+    with pytest.raises(ValueError, match="do not hold"):
+        open_split(cache, "train")
+
+
+def test_a_shard_whose_images_are_all_gone_is_dropped(sample, tmp_path):
+    root, rows = sample
+    params = PreprocessParams(image_size=67, shard_size=4)
+    cache = tmp_path / "cache"
+    preprocess(root / "raw", _splits(root, rows, tmp_path / "a.csv"), cache, params, workers=1)
+    train = sorted((r for r in rows if r["split"] == "train"), key=lambda r: r["path"])
+    others = [r for r in rows if r["split"] != "train"]
+    later = _splits(root, train[4:] + others, tmp_path / "b.csv")  # only shard 1's images left
+    preprocess(root / "raw", later, cache, params, workers=1)
+    index = json.loads((cache / "index.json").read_text())
+    assert index["splits"]["train"]["shards"] == ["train/images-00001.npy"]
+    fresh = tmp_path / "fresh"
+    preprocess(root / "raw", later, fresh, params, workers=1)
+    a, b = _logical(cache, "train"), _logical(fresh, "train")
+    assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
