@@ -45,32 +45,41 @@ def load_rgb(path: str | Path, max_pixels: int | None = None,
 
     Args:
         max_pixels: reject images with more pixels (decompression bombs); Pillow's warning is
-            raised as an error, never ignored.
+            raised as an error, never ignored. None: Pillow's own limit applies.
         draft_size: for JPEGs, let libjpeg decode at a reduced scale that is still at least
             this size (much faster when the target is far smaller than the file).
 
     Raises:
         OSError / PIL.UnidentifiedImageError / Image.DecompressionBombError for unusable files.
     """
-    if max_pixels is not None:
-        # Pillow checks its own process-wide limit on open, before we can see the size: make it
-        # this cap, so a cap above Pillow's default is honoured and one below it is enforced.
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    if max_pixels is None:
+        # No cap of our own: leave Pillow's defaults and the process-wide warnings filters
+        # alone, which also keeps this safe to call from several threads (preprocess does).
+        return _decode(path, None, draft_size)
+    # Pillow checks its own process-wide limit on open, before we can see the size: make it this
+    # cap, so a cap above Pillow's default is honoured and one below it is enforced. Both this
+    # and catch_warnings are process-wide: validation calls this from one thread per process.
+    Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if max_pixels is not None and img.width * img.height > max_pixels:
-                raise Image.DecompressionBombError(
-                    f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds "
-                    f"the limit of {max_pixels}")
-            if draft_size is not None and img.format == "JPEG":
-                img.draft("RGB", draft_size)
-            img.seek(0)
-            img.load()  # the pixels are in memory from here on; closing the file keeps them
-            # exif_transpose copies the image even when there is nothing to rotate: ask first.
-            if img.getexif().get(ORIENTATION, 1) not in (1, None):
-                img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+        return _decode(path, max_pixels, draft_size)
+
+
+def _decode(path: str | Path, max_pixels: int | None,
+            draft_size: tuple[int, int] | None) -> Image.Image:
+    with Image.open(path) as img:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise Image.DecompressionBombError(
+                f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds "
+                f"the limit of {max_pixels}")
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)
+        img.seek(0)
+        img.load()  # the pixels are in memory from here on; closing the file keeps them
+        # exif_transpose copies the image even when there is nothing to rotate: ask first.
+        if img.getexif().get(ORIENTATION, 1) not in (1, None):
+            img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
 
 
 def resize(img: Image.Image, size: int, policy: ResizePolicy = "squash") -> np.ndarray:
