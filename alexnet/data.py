@@ -3,10 +3,13 @@
 Per epoch, one global permutation (seeded by seed and epoch, the same on every rank) is dealt
 out across ranks: rank r takes positions r, r+size, ... so each worker reads its own shard, and the
 shards change every epoch. Batches are read from the memmap (uint8, sorted indices for sequential
-page-cache reads), augmented on the batch with ONE projective transform (rotation, shift and
-flip composed into a single matrix per image: the reference's ImageDataGenerator settings at a
-fraction of the cost of three separate layers), and prefetched. Pixels stay 0..255; the model's
-first layer scales them to [0, 1].
+page-cache reads), augmented with ONE affine warp per image (rotation, shift and flip composed
+into a single matrix: the reference's ImageDataGenerator settings, bilinear, edges repeated as
+its fill_mode="nearest" does), and prefetched while the model trains. The warp is OpenCV's
+warpAffine on the uint8 pixels: 3.6x faster than TensorFlow's ImageProjectiveTransformV3 on this
+CPU (10.7 vs 38.4 ms for 32 images at 227 px; TF's kernel interpolates each channel of each pixel
+separately, in float32), which matters once a GPU, not the CPU, sets the pace. Pixels stay uint8
+0..255 all the way to the model, whose first layer scales them to [0, 1].
 
 Because the permutation and the augmentation are pure functions of (seed, epoch, step, rank),
 a resumed run at epoch k sees exactly the batches an uninterrupted run would have seen.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -54,45 +58,36 @@ def epoch_indices(n: int, epoch: int, seed: int, shard: Sharding) -> np.ndarray:
     return mine[: steps * batch].reshape(steps, batch)
 
 
-def augment_transforms(seeds: tf.Tensor, batch: int, height: int, width: int,
-                       params: AugmentParams) -> tf.Tensor:
-    """Per-image projective transforms [batch, 8] composing flip, rotation and shift.
+def augment_matrices(rng: np.random.Generator, batch: int, height: int, width: int,
+                     params: AugmentParams) -> np.ndarray:
+    """Per-image affine maps [batch, 2, 3] composing flip, rotation and shift.
 
-    Each row maps an output pixel (x, y) to the input pixel it samples: rotate about the centre
-    by theta, shift by (tx, ty), mirror x when flipped (as ImageDataGenerator does, uniform ranges).
+    Each maps an output pixel (x, y) to the input pixel it samples: rotate about the centre by
+    theta, shift by (tx, ty), mirror x when flipped (ImageDataGenerator's uniform ranges).
     """
-    s = tf.unstack(seeds)
-    theta = tf.random.stateless_uniform([batch], [s[0], s[1]], -1.0, 1.0) * (
-        params.rotation * math.pi / 180.0)
-    tx = tf.random.stateless_uniform([batch], [s[0], s[1] + 1], -1.0, 1.0) * (
-        params.width_shift * width)
-    ty = tf.random.stateless_uniform([batch], [s[0], s[1] + 2], -1.0, 1.0) * (
-        params.height_shift * height)
-    if params.horizontal_flip:
-        coin = tf.random.stateless_uniform([batch], [s[0], s[1] + 3])
-        flip = tf.where(coin < 0.5, -1.0, 1.0)
-    else:
-        flip = tf.ones([batch])
+    theta = rng.uniform(-1.0, 1.0, batch) * np.deg2rad(params.rotation)
+    tx = rng.uniform(-1.0, 1.0, batch) * params.width_shift * width
+    ty = rng.uniform(-1.0, 1.0, batch) * params.height_shift * height
+    coin = rng.uniform(0.0, 1.0, batch)
+    flip = np.where(coin < 0.5, -1.0, 1.0) if params.horizontal_flip else np.ones(batch)
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    a0, a1 = flip * cos, -sin
-    b0, b1 = flip * sin, cos
+    cos, sin = np.cos(theta), np.sin(theta)
+    a0, a1, b0, b1 = flip * cos, -sin, flip * sin, cos
     a2 = cx - tx - a0 * cx - a1 * cy
     b2 = cy - ty - b0 * cx - b1 * cy
-    zeros = tf.zeros([batch])
-    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return np.stack([np.stack([a0, a1, a2], 1), np.stack([b0, b1, b2], 1)], 1)
 
 
-def augment_batch(images: tf.Tensor, seeds: tf.Tensor, params: AugmentParams) -> tf.Tensor:
-    """Apply the fused random transform to a uint8 batch; returns float32 in [0, 255]."""
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    transforms = augment_transforms(seeds, batch, tf.cast(height, tf.float32),
-                                    tf.cast(width, tf.float32), params)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms,
-        output_shape=tf.stack([height, width]), fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="NEAREST")
+def augment_batch(images: np.ndarray, seed: Sequence[int], params: AugmentParams) -> np.ndarray:
+    """The random warp of a uint8 batch [n, h, w, 3], a pure function of (images, seed)."""
+    n, height, width = images.shape[:3]
+    matrices = augment_matrices(np.random.default_rng(list(seed)), n, height, width, params)
+    out = np.empty_like(images)
+    for image, matrix, dst in zip(images, matrices, out):
+        cv2.warpAffine(image, matrix, (width, height), dst=dst,
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 def train_dataset(arrays: SplitArrays, shard: Sharding, augment: AugmentParams, seed: int,
@@ -102,19 +97,17 @@ def train_dataset(arrays: SplitArrays, shard: Sharding, augment: AugmentParams, 
     steps = shard.steps(n)
     size = arrays.image_shape[0]
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for epoch in range(start_epoch, epochs):
             for step, idx in enumerate(epoch_indices(n, epoch, seed, shard)):
                 idx = np.sort(idx)
-                yield (arrays.take(idx), arrays.labels[idx],
-                       np.array([seed, (epoch * 1_000_003 + step) * 64 + shard.rank], np.int64))
+                yield (augment_batch(arrays.take(idx), (seed, epoch, step, shard.rank), augment),
+                       arrays.labels[idx])
 
+    # OpenCV releases the GIL while it warps, so this generator runs beside the training step.
     ds = tf.data.Dataset.from_generator(batches, output_signature=(
         tf.TensorSpec([None, size, size, 3], tf.uint8),
-        tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([2], tf.int64)))
-    ds = ds.map(lambda x, y, s: (augment_batch(x, s, augment), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        tf.TensorSpec([None], tf.int32)))
     return ds.prefetch(tf.data.AUTOTUNE), steps
 
 

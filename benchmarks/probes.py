@@ -25,7 +25,7 @@ GFLOP_PER_TRAIN_IMAGE = 6.8  # forward + backward of AlexNet at 227x227 (~3x the
 # --- helpers ---------------------------------------------------------------------------------
 
 def _jpeg_dataset(paths: list[str], batch: int, size: int, augment) -> "tf.data.Dataset":
-    """The naive tf.data alternative: decode every JPEG every epoch, resize, same fused augment."""
+    """The naive tf.data alternative: decode every JPEG every epoch, resize, same augmentation."""
     import tensorflow as tf
 
     from alexnet.data import augment_batch
@@ -36,12 +36,15 @@ def _jpeg_dataset(paths: list[str], batch: int, size: int, augment) -> "tf.data.
         img = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
         return tf.cast(tf.image.resize(img, [size, size]), tf.uint8), label
 
+    def warp(x, y, step):
+        x = tf.numpy_function(lambda a, s: augment_batch(a, (0, int(s)), augment), [x, step],
+                              tf.uint8, stateful=False)
+        return tf.ensure_shape(x, [batch, size, size, 3]), y
+
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=0).repeat()
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
-    seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(0, tf.int64), i]))
-    ds = tf.data.Dataset.zip((ds, seeds)).map(
-        lambda xy, s: (augment_batch(xy[0], s, augment), xy[1]),
-        num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
+        lambda xy, step: warp(xy[0], xy[1], step), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -109,8 +112,13 @@ class _RssSampler:
 
 def loader(cache: str, images: list[str], batch: int, batches: int, ref_batches: int,
            repeats: int) -> dict:
-    """Augmented 227 px batches/s: cache pipeline vs JPEG-decoding tf.data vs the reference."""
+    """Augmented 227 px batches/s: cache pipeline vs JPEG-decoding tf.data vs the reference.
+
+    OpenCV warps on one thread, as in a training worker (alexnet/distributed.py)."""
+    import cv2
     import tensorflow as tf
+
+    cv2.setNumThreads(1)
 
     from alexnet.params import AugmentParams
     from benchmarks import reference
@@ -134,6 +142,7 @@ def loader(cache: str, images: list[str], batch: int, batches: int, ref_batches:
     runs = alternate({"ours": ours_rate, "jpeg": jpeg_rate, "reference": ref_rate}, repeats)
     return {"runs": runs, "median": {k: median(v) for k, v in runs.items()},
             "reference_load_s": ref_load_s, "images": len(images), "batch": batch,
+            "opencv_threads": cv2.getNumThreads(),
             "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                            tf.config.threading.get_inter_op_parallelism_threads()]}
 
