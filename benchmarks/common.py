@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import contextlib
 import platform
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -111,3 +115,42 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "os": platform.platform(),
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "load_avg_1min_at_start": load, "versions": versions}
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, log: Path, timeout: float = 120) -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME; yields the
+    environment variables that point clients at it. Stopped by process group id afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    extra = {"PREFECT_HOME": str(home), "PREFECT_API_URL": url,
+             "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start"], env=env(**extra),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited {proc.returncode}: "
+                                   f"{log.read_text()[-1500:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not healthy after {timeout} s")
+            time.sleep(0.5)
+        yield extra
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
