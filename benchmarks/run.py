@@ -221,9 +221,10 @@ ROWS: dict[int, tuple[str, str]] = {
                   "PIL open, convert RGB, resize 227, float32); images/s each, alternated"),
     2: ("loader", "augmented 227 px batches/s, batch 32, fresh iterator per repeat, 2 warm-up "
                   "batches: `alexnet.data.train_dataset` over the cache built by "
-                  "`alexnet.preprocess.preprocess` vs tf.data `decode_jpeg`+resize+same fused "
-                  "augment vs the reference (float32 in RAM + `ImageDataGenerator.flow`); one "
-                  "process, alternated (`probes.loader`)"),
+                  "`alexnet.preprocess.preprocess` vs tf.data `decode_jpeg`+resize+the same "
+                  "OpenCV augmentation (`tf.numpy_function`) vs the reference (float32 in RAM + "
+                  "`ImageDataGenerator.flow`); one process, OpenCV on one thread as in training, "
+                  "alternated (`probes.loader`)"),
     3: ("memory", "peak RSS above the post-`import tensorflow` baseline, sampled every 20 ms from "
                   "/proc/self/status in a fresh process per side: one full epoch of "
                   "`train_dataset` over the memmap cache vs the reference's float32 load + 3 "
