@@ -126,6 +126,8 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst, follow_symlinks=True)
+    except FileExistsError:  # copying over it could write through a link into another file
+        raise
     except OSError:  # another filesystem, or one without hard links
         shutil.copyfile(src, dst)
 

@@ -3,15 +3,15 @@
     alexnet preprocess --raw data/raw --splits data/splits.csv --out data/cache
 
 Decodes on one thread per core (Pillow releases the GIL while it decodes and resizes; see
-parallel.py). Memory stays bounded: each shard is written through a
-memory-mapped .npy file, never assembled in RAM.
+parallel.py). Memory stays bounded: each shard is written through a memory-mapped .npy file,
+never assembled in RAM.
 
 Incremental (dvc.yaml keeps data/cache across runs for this, `persist: true`): when the previous
 cache was built with the same image size, resize policy and shard size, a rerun keeps each split's
 previous shards as they are (hard links into the new cache, nothing rewritten) and writes only the
 images it did not hold into new shards; an image found elsewhere in the previous cache (another
-split) is copied rather than decoded. Once more than MAX_GARBAGE of the kept rows belong to images
-that are gone, the split is rewritten compactly instead. Either way the cache reads the same
+split) is copied rather than decoded. When the shards it would keep hold more rows of images that
+are gone than MAX_GARBAGE times the split's size, the split is rewritten compactly instead. Either way the cache reads the same
 through `SplitArrays.take`, so training does not depend on the cache's history.
 """
 
@@ -46,8 +46,8 @@ def load_pixels(path: Path, size: int, policy: str) -> np.ndarray:
                         f"was it changed after validation?") from exc
 
 
-# A split keeps its previous shards while at most this fraction of their rows are images that
-# are gone (removed from the source, or moved to another split); past it, it is rewritten.
+# A split keeps its previous shards while the rows in them of images that are gone (removed from
+# the source, or moved to another split) number at most this fraction of the split's images.
 MAX_GARBAGE = 0.25
 
 
@@ -88,8 +88,8 @@ def kept_shards(shas: list[str], old: SplitArrays, old_names: list[str]
     """Which previous shards of a split to keep, and where they hold each image of `shas`.
 
     Returns (shard names, location [N, 2] with -1 for the images they do not hold), or None when
-    keeping them is not worth it: nothing in them is still wanted, or more than MAX_GARBAGE of
-    their rows are not.
+    keeping them is not worth it: nothing in them is still wanted, or their rows of images that
+    are gone outnumber MAX_GARBAGE times len(shas).
     """
     position = {sha: i for i, sha in enumerate(old.sha256.tolist())}
     hit = np.array([position.get(sha, -1) for sha in shas], dtype=np.int64)

@@ -54,3 +54,17 @@ def test_cli_refuses_an_output_path_that_holds_user_files(tmp_path, monkeypatch)
     assert main([*args, "photos"]) == EXIT_CONFIG
     assert sorted(p.name for p in photos.iterdir()) == ["dog.jpg"]
     assert main([*args, "cache"]) == 0  # the same command, with an output path of its own
+
+
+def test_link_or_copy_links_and_never_writes_over_a_file(tmp_path):
+    from alexnet.io import link_or_copy
+
+    src = tmp_path / "a.npy"
+    src.write_bytes(b"pixels")
+    link_or_copy(src, tmp_path / "sub/b.npy")
+    assert (tmp_path / "sub/b.npy").stat().st_ino == src.stat().st_ino
+    other = tmp_path / "c.npy"
+    other.write_bytes(b"other")
+    with pytest.raises(FileExistsError):
+        link_or_copy(other, tmp_path / "sub/b.npy")
+    assert src.read_bytes() == b"pixels"
