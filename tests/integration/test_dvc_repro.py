@@ -68,6 +68,7 @@ def test_repro_then_noop_then_one_param(workspace):
     fourth = run(["dvc", "repro"], workspace)
     log = fourth.stdout + fourth.stderr
     assert "4 file(s) decoded" in log and "4 image(s) decoded" in log
+    assert f"{len(old_splits)} kept in its shards" in log  # the old shards were not rewritten
     assert f"({len(old_splits)} unchanged since the last run)" in log
     new_splits = {r["path"]: r["split"] for r in read_csv(workspace / "data/splits.csv")}
     assert {p: new_splits[p] for p in old_splits} == old_splits and len(new_splits) == 84
