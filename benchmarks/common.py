@@ -54,16 +54,18 @@ def env(**extra: str) -> dict[str, str]:
 
 def probe(name: str, timeout: float = 900, extra_env: dict[str, str] | None = None,
           **kwargs: Any) -> dict[str, Any]:
-    """Run benchmarks.probes.<name>(**kwargs) in a fresh Python process; return its JSON result."""
-    cmd = [sys.executable, "-m", "benchmarks.probes", name, json.dumps(kwargs)]
-    return run_json(cmd, timeout, extra_env)
+    """Run benchmarks.probes.<name>(**kwargs) in a fresh Python process; return its JSON result.
+
+    The kwargs go through stdin: a few thousand image paths exceed the argument-size limit."""
+    cmd = [sys.executable, "-m", "benchmarks.probes", name, "-"]
+    return run_json(cmd, timeout, extra_env, stdin=json.dumps(kwargs))
 
 
-def run_json(cmd: list[str], timeout: float = 900,
-             extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_json(cmd: list[str], timeout: float = 900, extra_env: dict[str, str] | None = None,
+             stdin: str | None = None) -> dict[str, Any]:
     """Run `cmd`, return the last `BENCH_JSON {...}` line it prints (raise with its tail if none)."""
     proc = subprocess.run(cmd, cwd=ROOT, env=env(**(extra_env or {})), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=stdin)
     found = [ln[ln.index(MARK) + len(MARK):] for ln in proc.stdout.splitlines() if MARK in ln]
     if proc.returncode != 0 or not found:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]

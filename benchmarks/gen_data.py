@@ -6,7 +6,7 @@ understated; here each image is 300-500 px per side (about a third exactly 500x3
 random field plus fine noise and a few shapes, so file sizes and decode times are photo-like.
 Deterministic: image i depends only on (seed, i).
 
-    python -m benchmarks.gen_data benchmarks/data/kaggle --n 1500
+    python -m benchmarks.gen_data benchmarks/data/kaggle --n 3000
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def image_paths(out: Path) -> list[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     print(generate(a.out, a.n, a.seed))

@@ -1,6 +1,7 @@
 """Measurements that need a fresh process (TensorFlow threads, peak RSS, precision policy).
 
     python -m benchmarks.probes NAME '{"json": "kwargs"}'   # prints one `BENCH_JSON {...}` line
+    python -m benchmarks.probes NAME - < kwargs.json        # the same, kwargs on stdin
 
 Each probe times both sides of its ratio inside the same process, alternating, so load on the
 shared machine hits both sides alike.
@@ -255,5 +256,6 @@ def precision(policy: str, batch: int, size: int, steps: int, repeats: int) -> d
 
 
 if __name__ == "__main__":
-    name, kwargs = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+    name, arg = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
+    kwargs = json.loads(sys.stdin.read() if arg == "-" else arg)
     emit(globals()[name](**kwargs))

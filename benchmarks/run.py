@@ -1,6 +1,6 @@
 """Run the ratio benchmarks and write benchmarks/results.json and benchmarks/RESULTS.md.
 
-    python -m benchmarks.run                 # full run (~10 min on 2 cores), what `make bench` does
+    python -m benchmarks.run                 # full run (~12 min on 2 cores), what `make bench` does
     python -m benchmarks.run --quick         # smoke run (< ~3 min): tiny sizes, 1 repeat
     python -m benchmarks.run --rows 1,2      # only some rows (RESULTS.md then lists just those)
 
@@ -38,7 +38,7 @@ def settings(quick: bool, images: int) -> dict[str, Any]:
     return dict(images=images, repeats=3, loader_batches=20, ref_batches=4, train_steps=4,
                 train_repeats=3, mp_pairs=2, mp_steps=3, hvd_steps=3, hvd_repeats=2,
                 hvd_fp16=True, orch=True, inc_repeats=2, batch=32, orch_images=600,
-                orch_epochs=3)
+                orch_epochs=6)
 
 
 class Bench:
@@ -161,7 +161,7 @@ class Bench:
     def row8(self) -> dict:
         if not self.s["orch"]:
             return dict(figure="not measured", target="<= 1.10", passed=None,
-                        why="skipped in --quick: two real training runs take ~6 minutes")
+                        why="skipped in --quick: two real training runs take ~8 minutes")
         n, epochs = self.s["orch_images"], self.s["orch_epochs"]
         src = self.data / f"orch-{n}"
         gen_data.generate(src, n, seed=1)
@@ -243,7 +243,7 @@ ROWS: dict[int, tuple[str, str]] = {
                          "per stage + experiment record and push), reporting to a running "
                          "`prefect server` on 127.0.0.1 as deployments do, vs every dvc.yaml "
                          "stage via `alexnet.cli.main` in one plain process; fresh temp git+DVC "
-                         "workspace each, 600 generated Kaggle-sized images, 227 px, 3 epochs, "
+                         "workspace each, 600 generated Kaggle-sized images, 227 px, 6 epochs, "
                          "batch 32, 1 worker; then a no-op `dvc repro` (median of 3), and a no-op "
                          "flow with a temporary server (no PREFECT_API_URL, as `make run`) vs the "
                          "running one (median of 3; first run in a new PREFECT_HOME apart)"),
@@ -289,7 +289,8 @@ def render(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=1500, help="generated JPEGs (default 1500)")
+    ap.add_argument("--images", type=int, default=3000,
+                    help="generated Kaggle-sized JPEGs (default 3000: a few thousand)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 repeat")
     ap.add_argument("--rows", default=",".join(map(str, ROWS)), help="e.g. 1,2,4")
     ap.add_argument("--out", default=str(HERE / "results.json"))
