@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
-import contextlib
 import platform
 import signal
 import socket
