@@ -110,7 +110,11 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
                               {k: float(v) for k, v in logs.items()}])
         write_json(self.directory / STATE_FILE, self.state)
         if old and old != self.state["checkpoint"]:
-            shutil.rmtree(self.directory / Path(old).parent, ignore_errors=True)
+            # `old` comes from a file on disk: delete only an epoch-NNNN folder of this
+            # directory, never a path the state file might name elsewhere.
+            folder = Path(old).parent
+            if len(folder.parts) == 1 and folder.name.startswith("epoch-"):
+                shutil.rmtree(self.directory / folder, ignore_errors=True)
 
 
 def read_state(checkpoint_dir: Path, expected: str) -> dict[str, Any] | None:
