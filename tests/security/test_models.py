@@ -119,6 +119,7 @@ def _evaluate(model_dir: Path, tmp_path: Path) -> int:
                      "--figures", str(out / "figures")])
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 @pytest.mark.parametrize("kind", ["hdf5_lambda", "savedmodel_write_file", "zip_lambda"])
 def test_model_that_would_run_code_is_refused(tmp_path, image, kind):
     marker = tmp_path / "code-ran"
