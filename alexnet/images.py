@@ -110,6 +110,9 @@ def _decode(path: str | Path, max_pixels: int | None,
         # exif_transpose copies the image even when there is nothing to rotate: ask first.
         if img.getexif().get(ORIENTATION, 1) not in (1, None):
             img = ImageOps.exif_transpose(img)
+        if img.mode in DEEP_GREY_MODES:  # to 8 bits, and free the deep pixels before RGB
+            deep, img = img, _deep_grey_to_l(img)
+            deep.close()
         return to_rgb(img)
 
 
