@@ -87,14 +87,6 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
-def is_regular_file(path: str | Path) -> bool:
-    """True for a regular file itself (lstat: a symlink to one is not)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
 def class_name_problem(name: str) -> str | None:
     """Why `name` cannot be a class name (it ends up in plots, reports, CSVs and model.json),
     or None. Printable, at most MAX_CLASS_NAME characters, no path separator."""
@@ -445,8 +437,9 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 continue
             try:
                 st = os.lstat(source / rel)
-            except OSError as exc:
-                raise DataError(f"{_shown(source / rel)}: cannot read source file: {exc}") from exc
+            except FileNotFoundError:  # removed since the directory was listed
+                ignored[IGNORED_SPECIAL] += 1
+                continue
             if not stat.S_ISREG(st.st_mode):  # symlinks (never followed), fifos, sockets...
                 ignored[IGNORED_SPECIAL] += 1
                 continue

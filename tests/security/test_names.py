@@ -72,7 +72,8 @@ def test_non_utf8_class_folder_is_refused_at_ingest(tmp_path):
 
 
 def test_odd_but_printable_class_names_are_accepted(tmp_path):
-    names = ["$x^$", "[md](javascript:alert(3))", "<b onclick=x>bold", "caf\u00e9 \u732b", "x" * 100]
+    names = ["$x^$", "[md](javascript:alert(3))", "<b onclick=x>bold", "caf\u00e9 \u732b",
+             "x" * 100]
     summary, _ = _ingest_classes(tmp_path, names)
     assert summary["classes"] == sorted(names)
 
