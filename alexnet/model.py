@@ -146,18 +146,21 @@ def load_model(model_dir: str | Path) -> tuple[tf.keras.Model, dict[str, Any]]:
 def _copy_checked(src: Path, dst: Path, expected_sha256: str) -> None:
     """Copy `src` to `dst` if it is a regular file holding a Keras zip archive with the expected
     sha256 (hashed while copying: the bytes checked are the bytes copied); else ModelError."""
-    try:
-        mode = os.stat(src).st_mode
+    try:  # a FIFO named model.keras must not block us: open without waiting, then fstat
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ModelError(f"{src}: cannot read the model file: {exc}") from exc
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise ModelError(f"{src}: not a regular file (a folder, e.g. a SavedModel, is refused): "
                          "only a Keras zip archive (.keras) is loaded")
+    os.set_blocking(fd, True)
     digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while block := fin.read(1 << 20):
-            digest.update(block)
-            fout.write(block)
+    with os.fdopen(fd, "rb") as fin:
+        with open(dst, "wb") as fout:
+            while block := fin.read(1 << 20):
+                digest.update(block)
+                fout.write(block)
     if digest.hexdigest() != expected_sha256:
         raise ModelError(f"{src}: sha256 {digest.hexdigest()} differs from model_sha256 "
                          f"{expected_sha256} in {METADATA_FILE}: the model file was changed or "

@@ -149,7 +149,7 @@ def test_model_json_without_sha256_is_refused(tmp_path):
         load_model(model_dir)
 
 
-def test_model_keras_that_is_a_link_to_a_folder_or_junk_is_refused(tmp_path):
+def test_model_keras_that_is_not_a_zip_is_refused(tmp_path):
     model_dir = _model_dir(tmp_path / "m", lambda p: p.write_bytes(b"PK\x03\x04 not a zip"))
     with pytest.raises(ValueError, match="zip"):
         load_model(model_dir)
@@ -180,3 +180,20 @@ def test_save_model_records_the_sha256_it_wrote(tmp_path):
     assert meta["model_sha256"] == json.loads((out / METADATA_FILE).read_text())["model_sha256"]
     shutil.copytree(out, tmp_path / "copy")
     load_model(tmp_path / "copy")
+
+
+def test_model_keras_that_is_a_fifo_is_refused_without_blocking(tmp_path, image):
+    import os
+    import signal
+
+    def blocked(signum, frame):
+        raise TimeoutError("blocked opening a FIFO named model.keras")
+
+    model_dir = _model_dir(tmp_path / "m", os.mkfifo, sha256="0" * 64)
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(30)
+    try:
+        assert _predict(model_dir, image) == EXIT_CONFIG
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
