@@ -38,7 +38,7 @@ from alexnet.cache import INDEX, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
 from alexnet.errors import PipelineError, TrainingError
 from alexnet.io import atomic_dir, write_json
-from alexnet.model import MODEL_FILE, build_alexnet, save_metadata
+from alexnet.model import build_alexnet, save_model
 from alexnet.params import TrainParams, load_params
 from alexnet.versions import library_versions
 
@@ -269,8 +269,7 @@ def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
         "versions": library_versions(),
     }
     with atomic_dir(model_dir) as tmp:
-        best.save(tmp / MODEL_FILE)
-        save_metadata(tmp, metadata)
+        metadata = save_model(best, tmp, metadata)  # records model_sha256 for load_model
     _logger.info("model written to %s (best epoch %s, %s=%s)", model_dir, state.get("best_epoch"),
                  p.monitor, state.get("best"))
     return metadata

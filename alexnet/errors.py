@@ -37,3 +37,10 @@ class OutputError(PipelineError):
     """An output path names something the pipeline must not overwrite (e.g. the user's images)."""
 
     exit_code = EXIT_CONFIG
+
+
+class ModelError(PipelineError, ValueError):
+    """A model file is refused: not a Keras zip archive, not the bytes model.json records, or one
+    that would run code on load. A ValueError for callers; exit 78 from the CLI."""
+
+    exit_code = EXIT_CONFIG

@@ -54,6 +54,9 @@ ROC_FIELDS = ("fpr", "tpr", "threshold")
 MAX_ERROR_IMAGES = 16
 # No "Software"/date chunks in the PNGs: the same inputs give byte-identical figures.
 _PNG_METADATA = {"Software": None}
+# Text that comes from the data (class names) is drawn as it is: matplotlib would read `$...$` as
+# TeX and fail on a class named `$x^$` after the whole training run.
+_LITERAL = {"parse_math": False, "usetex": False}
 
 
 
@@ -215,8 +218,9 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     ax.imshow(m, cmap="Blues")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true",
            title="Confusion matrix (test split)")
-    ax.set_xticklabels(classes, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
-    ax.set_yticklabels(classes)
+    ax.set_xticklabels(classes, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center",
+                       **_LITERAL)
+    ax.set_yticklabels(classes, **_LITERAL)
     if k <= 30:
         threshold = m.max() / 2 if m.size else 0
         for (i, j), count in np.ndenumerate(m):
@@ -253,7 +257,7 @@ def plot_confident_errors(images: np.ndarray, titles: Sequence[str], path: Path)
         axes[0, 0].text(0.5, 0.5, "No misclassified test images", ha="center", va="center")
     for ax, image, title in zip(axes.ravel(), images, titles):
         ax.imshow(image)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, **_LITERAL)
     fig.suptitle("Most confident errors (test split)")
     _save(fig, path)
 

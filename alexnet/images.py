@@ -4,6 +4,10 @@ Training (preprocess), evaluation and `alexnet predict` all call `load_rgb` + `r
 model sees at serving time exactly the pixels it was trained on: first frame of an animation,
 EXIF orientation applied, any mode (CMYK, L, P, RGBA, I;16...) converted to RGB, transparency
 composited on white.
+
+Every decode in the pipeline (validate, preprocess, predict) opens files through `open_image`,
+which lets Pillow try only the formats validate accepts: a PostScript file named photo.jpg would
+otherwise make Pillow run Ghostscript (`gs`) on it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,36 @@ from PIL import Image, ImageOps
 ResizePolicy = Literal["squash", "crop", "pad"]
 BACKGROUND = (255, 255, 255)
 ORIENTATION = 0x0112  # the EXIF tag exif_transpose reads
+# Pillow decoders tried by content (a multi-picture JPEG opens through "JPEG" as MPO). Not every
+# plugin: EPS runs Ghostscript, and TGA and friends have no magic bytes and would "recognise"
+# text files.
+OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+BAND_PIXELS = 1 << 22  # pixels per band when scaling a deep greyscale image
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open `path` lazily with the accepted decoders only (OPEN_FORMATS), whatever its name.
+
+    Raises:
+        PIL.UnidentifiedImageError: the content is none of OPEN_FORMATS.
+    """
+    return Image.open(path, formats=OPEN_FORMATS)
+
+
+def _deep_grey_to_l(img: Image.Image) -> Image.Image:
+    """16/32-bit greyscale to 8 bits, scaled by the maximum (value * 255 // max) rather than
+    clipped as PIL's convert("L") does. Integer arithmetic, a band of rows at a time, so memory
+    stays at the image plus its 8-bit copy (float64 copies of a 9000x9000 image took 1.3 GB)."""
+    hi = max(int(img.getextrema()[1]), 1)
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    rows = max(1, BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        band = np.asarray(img.crop((0, top, width, min(height, top + rows))), dtype=np.int64)
+        np.clip(band, 0, None, out=band)
+        out[top:top + rows] = band * 255 // hi
+    return Image.fromarray(out, "L")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -31,11 +65,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         canvas = Image.new("RGB", rgba.size, BACKGROUND)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits rather than clip (PIL's convert("L") clips).
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() or 1.0
-        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
+    if img.mode in DEEP_GREY_MODES:
+        img = _deep_grey_to_l(img)
     return img.convert("RGB")
 
 
@@ -67,7 +98,7 @@ def load_rgb(path: str | Path, max_pixels: int | None = None,
 
 def _decode(path: str | Path, max_pixels: int | None,
             draft_size: tuple[int, int] | None) -> Image.Image:
-    with Image.open(path) as img:
+    with open_image(path) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
             raise Image.DecompressionBombError(
                 f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds "
@@ -79,6 +110,9 @@ def _decode(path: str | Path, max_pixels: int | None,
         # exif_transpose copies the image even when there is nothing to rotate: ask first.
         if img.getexif().get(ORIENTATION, 1) not in (1, None):
             img = ImageOps.exif_transpose(img)
+        if img.mode in DEEP_GREY_MODES:  # to 8 bits, and free the deep pixels before RGB
+            deep, img = img, _deep_grey_to_l(img)
+            deep.close()
         return to_rgb(img)
 
 

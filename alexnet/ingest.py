@@ -19,15 +19,18 @@ the source is only ever read. Whether a file is really a decodable image is `val
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from alexnet.errors import DataError
-from alexnet.io import atomic_dir, link_or_copy, read_csv, write_csv, write_json
+from alexnet.io import atomic_dir, atomic_path, link_or_copy, read_csv, write_csv, write_json
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -47,7 +50,70 @@ CHUNK = 1 << 20
 IGNORED_SYSTEM = "system file"
 IGNORED_NOT_IMAGE = "not an image"
 IGNORED_UNLABELLED = "unlabelled"
-IGNORED_SPECIAL = "not a regular file"  # broken symlinks, sockets, fifos
+IGNORED_SPECIAL = "not a regular file"  # symlinks, sockets, fifos, devices
+IGNORED_TOO_LARGE = "larger than ingest.max_bytes"
+IGNORED_BAD_NAME = "file name not UTF-8"
+MAX_CLASS_NAME = 100  # characters
+
+
+class NotRegularFile(OSError):
+    """A path that is a symlink, FIFO, socket or device where a regular file was expected."""
+
+
+class TooLarge(Exception):
+    """A file grew past the byte bound while it was being copied."""
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading, never through a symlink and never blocking on a FIFO.
+
+    O_NOFOLLOW refuses a link swapped in after an lstat; O_NONBLOCK lets a FIFO open at once so
+    that fstat can refuse it. Raises NotRegularFile for anything but a regular file.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink; a socket
+            raise NotRegularFile(exc.errno, "not a regular file", str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class name (it ends up in plots, reports, CSVs and model.json),
+    or None. Printable, at most MAX_CLASS_NAME characters, no path separator."""
+    if not is_utf8(name):
+        return "it is not valid UTF-8"
+    if not name.strip():
+        return "it is empty"
+    if len(name) > MAX_CLASS_NAME:
+        return f"it is {len(name)} characters long (at most {MAX_CLASS_NAME})"
+    if not name.isprintable():
+        return "it contains a control or invisible character"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    return None
+
+
+def is_utf8(text: str) -> bool:
+    """False for a name decoded from bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: Path) -> str:
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def image_signature(head: bytes) -> str | None:
@@ -255,26 +321,33 @@ def _rel(path: Path, source: Path) -> PurePosixPath:
 
 # --- copying: the I/O edge ------------------------------------------------------------------
 
-def copy_if_image(src: Path, dst: Path, by_extension: bool) -> tuple[int, str] | None:
+def copy_if_image(src: Path, dst: Path, by_extension: bool,
+                  max_bytes: int | None = None) -> tuple[int, str] | None:
     """Copy `src` to `dst` byte for byte, returning (size, sha256); read once, in chunks.
 
     Unless `by_extension`, the file is copied only if its first bytes are an image signature;
-    otherwise nothing is written and None is returned.
+    otherwise nothing is written and None is returned. `src` must be a regular file, opened
+    without following links (NotRegularFile otherwise); TooLarge if it holds more than
+    `max_bytes` (nothing is left at `dst`).
     """
     digest, size = hashlib.sha256(), 0
-    with open(src, "rb") as fin:
+    with open_regular(src) as fin:
         chunk = fin.read(CHUNK)
         if not by_extension and image_signature(chunk[:16]) is None:
             return None
         dst.parent.mkdir(parents=True, exist_ok=True)
         with open(dst, "wb") as fout:
             while chunk:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:  # it grew since its lstat
+                    fout.close()
+                    dst.unlink()
+                    raise TooLarge(src)
                 digest.update(chunk)
                 fout.write(chunk)
-                size += len(chunk)
                 chunk = fin.read(CHUNK)
-        stat = os.fstat(fin.fileno())
-    os.utime(dst, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # lets the next run spot it unchanged
+        st = os.fstat(fin.fileno())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # lets the next run spot it unchanged
     return size, digest.hexdigest()
 
 
@@ -306,14 +379,15 @@ def link_unchanged(src: Path, old: Path, dst: Path,
 
 
 def _sniff(path: Path) -> str | None:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         return image_signature(fh.read(16))
 
 
 def _walk_files(source: Path):
     """Every file below `source` as a posix path relative to it, sorted.
 
-    Symlinked folders are not followed (no loops, no escaping the source)."""
+    Symlinked folders are not followed (no loops, no escaping the source); symlinked files are
+    listed, and skipped by the caller as not regular files."""
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames.sort()
         base = Path(dirpath)
@@ -351,27 +425,59 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     previous = previous_copies(raw_dir, manifest_path)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
+    classes_checked: set[str] = set()
     seen = linked = 0
-    with atomic_dir(raw_dir) as tmp:
+    # The manifest is written inside the raw_dir block: data/raw and the manifest are replaced
+    # together (raw first, the manifest right after), or neither is if anything fails.
+    with atomic_path(manifest_path) as manifest_tmp, atomic_dir(raw_dir) as tmp:
         for rel in _walk_files(source):
             seen += 1
             if is_system_file(rel):
                 ignored[IGNORED_SYSTEM] += 1
                 continue
-            if not (source / rel).is_file():
+            try:
+                st = os.lstat(source / rel)
+            except FileNotFoundError:  # removed since the directory was listed
                 ignored[IGNORED_SPECIAL] += 1
                 continue
-            by_extension = has_image_extension(rel.name)
+            if not stat.S_ISREG(st.st_mode):  # symlinks (never followed), fifos, sockets...
+                ignored[IGNORED_SPECIAL] += 1
+                continue
             labelled = label_for(rel, layout)
+            if labelled is not None and labelled[0] not in classes_checked:
+                _check_class_name(labelled[0], source, rel, layout)
+                classes_checked.add(labelled[0])
+            if not is_utf8(rel.as_posix()):
+                ignored[IGNORED_BAD_NAME] += 1
+                _logger.warning("ingest: skipping %s: its name is not valid UTF-8",
+                                _shown(source / rel))
+                continue
+            by_extension = has_image_extension(rel.name)
             if labelled is None:
-                image = by_extension or _sniff(source / rel) is not None
+                try:
+                    image = by_extension or _sniff(source / rel) is not None
+                except NotRegularFile:
+                    ignored[IGNORED_SPECIAL] += 1
+                    continue
                 ignored[IGNORED_UNLABELLED if image else IGNORED_NOT_IMAGE] += 1
+                continue
+            if st.st_size > params.max_bytes:
+                ignored[IGNORED_TOO_LARGE] += 1
+                _logger.warning("ingest: skipping %s: %d bytes > ingest.max_bytes %d",
+                                source / rel, st.st_size, params.max_bytes)
                 continue
             try:
                 copied = link_unchanged(source / rel, raw_dir / rel, tmp / rel,
                                         previous.get(rel.as_posix()))
                 linked += copied is not None
-                copied = copied or copy_if_image(source / rel, tmp / rel, by_extension)
+                copied = copied or copy_if_image(source / rel, tmp / rel, by_extension,
+                                                 params.max_bytes)
+            except NotRegularFile:  # replaced by a link or a fifo since its lstat
+                ignored[IGNORED_SPECIAL] += 1
+                continue
+            except TooLarge:
+                ignored[IGNORED_TOO_LARGE] += 1
+                continue
             except OSError as exc:
                 raise DataError(f"{source / rel}: cannot read source file: {exc}") from exc
             if copied is None:
@@ -383,15 +489,31 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
         if not rows:
             raise DataError(f"{source}: no labelled images found (layout {layout.name}; "
                             f"{seen} files seen, ignored: {dict(ignored) or 'none'})")
+        rows.sort(key=lambda r: r["path"])
+        write_csv(manifest_tmp, MANIFEST_COLUMNS, rows)
 
-    rows.sort(key=lambda r: r["path"])
-    write_csv(manifest_path, MANIFEST_COLUMNS, rows)
     summary = summarise(layout, rows, seen, ignored)
     write_json(summary_path, summary)
     _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "
                  "classes %s, ignored %s", layout.name, len(rows), seen, linked,
                  summary["per_class"], summary["ignored"])
     return summary
+
+
+def _check_class_name(label: str, source: Path, rel: PurePosixPath, layout: Layout) -> None:
+    """DataError naming the class folder (the file, for file-name labels) if `label` is unusable.
+
+    Checked at ingest so that a name the plots or reports cannot take fails in seconds, not
+    after hours of training."""
+    problem = class_name_problem(label)
+    if problem is None:
+        return
+    root = next(r for r in layout.roots if rel.is_relative_to(r.path))
+    where = source / root.path / label if root.mode == "class_folders" else source / rel
+    kind = "folder" if root.mode == "class_folders" else "file"
+    raise DataError(f"{_shown(where)}: class name {ascii(label)} cannot be used: {problem}. "
+                    f"Rename the {kind}: class names must be printable UTF-8, at most "
+                    f"{MAX_CLASS_NAME} characters, without / or \\")
 
 
 def summarise(layout: Layout, rows: list[dict], seen: int, ignored: Counter[str]) -> dict:

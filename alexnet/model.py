@@ -12,15 +12,24 @@ on normalisation, and the cache and the input pipeline stay uint8 until the firs
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
+from alexnet.errors import ModelError
+
 MIN_IMAGE_SIZE = 67  # the smallest input whose third max-pool still has a 1x1 output
 MODEL_FILE = "model.keras"
 METADATA_FILE = "model.json"
+# What Keras' zip format (.keras) holds; load_model loads nothing else.
+KERAS_ZIP_FILES = frozenset({"config.json", "metadata.json", "model.weights.h5"})
 
 
 def build_alexnet(num_classes: int, image_size: int = 227, dropout: float = 0.5,
@@ -79,10 +88,38 @@ def save_metadata(model_dir: str | Path, metadata: dict[str, Any]) -> None:
     write_json(Path(model_dir) / METADATA_FILE, metadata)
 
 
-def load_model(model_dir: str | Path) -> tuple[tf.keras.Model, dict[str, Any]]:
-    """Load a trained model and its metadata; refuses a model without metadata.
+def save_model(model: tf.keras.Model, model_dir: str | Path,
+               metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write model.keras (Keras' zip format) and model.json, which records its sha256.
 
-    Keras' safe_mode=True refuses models that would run arbitrary code (lambda layers) on load.
+    `model_dir` is the caller's (temporary, atomically renamed) output directory. `load_model`
+    loads only a model whose bytes match this `model_sha256`.
+
+    Returns:
+        the metadata written, `model_sha256` included.
+    """
+    from alexnet.io import file_sha256
+
+    model_path = Path(model_dir) / MODEL_FILE
+    model.save(model_path)
+    metadata = {**metadata, "model_sha256": file_sha256(model_path)}
+    save_metadata(model_dir, metadata)
+    return metadata
+
+
+def load_model(model_dir: str | Path) -> tuple[tf.keras.Model, dict[str, Any]]:
+    """Load a trained model and its metadata, refusing anything that could run code on load.
+
+    Keras 2.15 applies safe_mode only to its zip format: an HDF5 file or a SavedModel folder named
+    model.keras would be loaded by the legacy loaders, which revive Lambda layers and graph ops
+    (e.g. tf.io.write_file). So model.keras must be a regular file that is a Keras zip archive
+    (config.json, metadata.json, model.weights.h5) whose sha256 is model.json's `model_sha256`.
+    The checked bytes are copied into a private temporary directory and loaded from there, with
+    safe_mode=True, so what Keras reads is what was checked.
+
+    Raises:
+        FileNotFoundError: model.json is missing.
+        ModelError (a ValueError; exit 78): metadata incomplete, or the model file refused.
     """
     model_dir = Path(model_dir)
     meta_path = model_dir / METADATA_FILE
@@ -91,8 +128,48 @@ def load_model(model_dir: str | Path) -> tuple[tf.keras.Model, dict[str, Any]]:
         raise FileNotFoundError(f"{meta_path}: model metadata missing; refusing to load "
                                 f"{model_path} without its class names and image size")
     metadata = json.loads(meta_path.read_text())
-    for key in ("classes", "image_size"):
+    for key in ("classes", "image_size", "model_sha256"):
         if key not in metadata:
-            raise ValueError(f"{meta_path}: metadata has no {key!r}")
-    model = tf.keras.models.load_model(model_path, compile=False, safe_mode=True)
+            raise ModelError(f"{meta_path}: metadata has no {key!r}; refusing to load "
+                             f"{model_path} (retrain, or save it with alexnet.model.save_model)")
+    with tempfile.TemporaryDirectory(prefix="alexnet-model-") as tmp:
+        checked = Path(tmp) / MODEL_FILE
+        _copy_checked(model_path, checked, str(metadata["model_sha256"]))
+        try:
+            model = tf.keras.models.load_model(checked, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types; none of them makes it loadable
+            raise ModelError(f"{model_path}: refused by Keras' safe mode or unreadable: "
+                             f"{type(exc).__name__}: {exc}") from exc
     return model, metadata
+
+
+def _copy_checked(src: Path, dst: Path, expected_sha256: str) -> None:
+    """Copy `src` to `dst` if it is a regular file holding a Keras zip archive with the expected
+    sha256 (hashed while copying: the bytes checked are the bytes copied); else ModelError."""
+    try:  # a FIFO named model.keras must not block us: open without waiting, then fstat
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ModelError(f"{src}: cannot read the model file: {exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ModelError(f"{src}: not a regular file (a folder, e.g. a SavedModel, is refused): "
+                         "only a Keras zip archive (.keras) is loaded")
+    os.set_blocking(fd, True)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as fin:
+        with open(dst, "wb") as fout:
+            while block := fin.read(1 << 20):
+                digest.update(block)
+                fout.write(block)
+    if digest.hexdigest() != expected_sha256:
+        raise ModelError(f"{src}: sha256 {digest.hexdigest()} differs from model_sha256 "
+                         f"{expected_sha256} in {METADATA_FILE}: the model file was changed or "
+                         "replaced; refusing to load it")
+    if not zipfile.is_zipfile(dst):
+        raise ModelError(f"{src}: not a zip archive (an HDF5 or other file named {MODEL_FILE} "
+                         "is refused): only Keras' zip format is loaded")
+    with zipfile.ZipFile(dst) as zf:
+        names = set(zf.namelist())
+    missing = sorted(KERAS_ZIP_FILES - names)
+    if missing:
+        raise ModelError(f"{src}: zip archive lacks {', '.join(missing)}: not a Keras model")

@@ -29,6 +29,11 @@ class ParamsError(ValueError):
 class IngestParams:
     source: str = "data/sample"
     layout: Literal["auto", "class_folders", "presplit", "kaggle_flat"] = "auto"
+    # Bytes per file: larger files are skipped (counted in reports/ingest.json), never copied.
+    max_bytes: int = 50 * 2**20
+
+    def __post_init__(self) -> None:
+        _check(self.max_bytes >= 1, "ingest.max_bytes must be positive")
 
 
 @dataclass(frozen=True)

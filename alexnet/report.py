@@ -8,7 +8,8 @@
 The HTML page embeds its figures as base64 data: URIs and links no scripts, fonts or styles from
 elsewhere: it can be mailed, archived as a CI artifact or opened offline years later. Everything
 that comes from data (class names, paths, reasons, params) is HTML-escaped. The markdown summary
-is what the Prefect flow publishes as a markdown artifact.
+is what the Prefect flow publishes as a markdown artifact; there the same values are
+markdown-escaped (backslashes, not HTML entities, which markdown would show as text).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import html
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -190,9 +192,18 @@ def render_report(metrics: Mapping, validation_summary: Mapping | None,
     return "\n".join(parts) + "\n"
 
 
+# Every ASCII punctuation character: CommonMark renders a backslash-escaped one as itself.
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
 def _md(value: Any) -> str:
-    """Escape a data value for a markdown table cell (HTML and the cell separator)."""
-    return html.escape(_fmt(value)).replace("|", "\\|")
+    """A data value as literal markdown text (table cell or list item): every ASCII punctuation
+    character backslash-escaped, so no link, image, emphasis, HTML tag, entity or cell break can
+    come from a class name or a reason; whitespace runs and line breaks become one space. Numbers
+    are ours and stay as they are."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    return _MD_PUNCTUATION.sub(r"\\\1", " ".join(_fmt(value).split()))
 
 
 def render_markdown_summary(metrics: Mapping, promotion: Mapping | None,

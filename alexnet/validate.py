@@ -27,7 +27,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from alexnet.errors import DataError
-from alexnet.images import load_rgb
+from alexnet.images import OPEN_FORMATS, load_rgb, open_image
 from alexnet.ingest import image_signature
 from alexnet.io import atomic_open, read_csv, write_csv, write_json
 from alexnet.parallel import process_pool, use_pool
@@ -58,9 +58,13 @@ FORMAT_EXTENSIONS = {
     "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp", ".dib"}, "DIB": {".bmp", ".dib"},
     "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"},
 }
-# Pillow decoders tried by content (a multi-picture JPEG opens through "JPEG" as MPO). Not every
-# plugin: TGA and friends have no magic bytes and would "recognise" text files.
-OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+# What a file that is not an image looks like, by its first bytes: named in the quarantine
+# detail instead of quoting the bytes (they may be a secret).
+CONTENT_SIGNATURES = (
+    (b"%!PS", "PostScript"), (b"%PDF", "PDF"), (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "gzip data"), (b"\x7fELF", "an ELF executable"), (b"\x89HDF", "HDF5 data"),
+    (b"<!doctype html", "HTML"), (b"<html", "HTML"), (b"<?xml", "XML"), (b"<svg", "SVG"),
+)
 GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 CHUNKSIZE = 32
@@ -105,6 +109,22 @@ def _notes(img: Image.Image, path: Path) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def describe_content(head: bytes) -> str:
+    """What the first bytes of a non-image file look like ("PDF", "HTML", "text", "binary data"),
+    without quoting them."""
+    start = head.lstrip().lower()
+    for magic, kind in CONTENT_SIGNATURES:
+        if start.startswith(magic.lower()):
+            return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end is still text
+        if exc.start < len(head) - 3:
+            return "binary data"
+        text = head[:exc.start].decode("utf-8")
+    return "text" if all(c.isprintable() or c in "\t\r\n\f" for c in text) else "binary data"
+
+
 def validate_image(path: Path, params: ValidateParams) -> Verdict:
     """Decide whether one file is a usable image, by its content.
 
@@ -117,7 +137,7 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(16)
+            head = fh.read(512)
     except OSError as exc:
         return _reject(CORRUPT, f"cannot read: {exc}")
     if size == 0:
@@ -126,7 +146,7 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=OPEN_FORMATS) as img:
+            with open_image(path) as img:
                 fmt, (width, height) = img.format or "", img.size
                 if width * height > params.max_pixels:
                     return _reject(TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels "
@@ -137,7 +157,8 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
     except UnidentifiedImageError:
         signature = image_signature(head)
         if signature is None:
-            return _reject(NOT_IMAGE, f"no image signature; starts with {head[:8]!r}")
+            return _reject(NOT_IMAGE, f"no image signature of {', '.join(OPEN_FORMATS)}; "
+                           f"the content looks like {describe_content(head)}")
         return _reject(CORRUPT, f"starts like a {signature} but Pillow cannot read its header")
     except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error...) here
         return _reject(CORRUPT, f"header: {type(exc).__name__}: {exc}")

@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
+from alexnet.ingest import NotRegularFile, open_regular
 from alexnet.io import write_json
 from alexnet.params import load_params
 
@@ -68,14 +70,17 @@ def source_dir(workspace: Path) -> Path:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:  # no link followed, no FIFO waited on
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def fingerprint(source: Path, previous: Fingerprint) -> Fingerprint:
-    """Every regular, non-hidden file under `source`; sha256 only where (size, mtime) changed."""
+    """Every regular, non-hidden file under `source`; sha256 only where (size, mtime) changed.
+
+    Regular files only, by lstat, as ingest takes them: a symlink (out of the source, to
+    /dev/zero, or broken), a FIFO or a socket is never opened and never counts as data."""
     current: Fingerprint = {}
     for root, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -84,11 +89,16 @@ def fingerprint(source: Path, previous: Fingerprint) -> Fingerprint:
                 continue
             path = Path(root) / name
             rel = path.relative_to(source).as_posix()
-            st = path.stat()
-            old = previous.get(rel)
-            same = old and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns
-            current[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                            "sha256": old["sha256"] if same else _sha256(path)}
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                old = previous.get(rel)
+                same = old and old["size"] == st.st_size and old["mtime_ns"] == st.st_mtime_ns
+                sha = old["sha256"] if same else _sha256(path)
+            except (NotRegularFile, FileNotFoundError):  # replaced or removed while walking
+                continue
+            current[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
     return current
 
 

@@ -51,6 +51,8 @@ def test_two_workers_end_with_identical_weights(cached, tmp_path):
     meta = json.loads((out / "model/model.json").read_text())
     assert meta["world_size"] == 2 and meta["classes"] == ["disks", "stripes"]
     assert meta["effective_learning_rate"] == pytest.approx(2 * 0.0001)
+    from alexnet.model import load_model  # loads only the sha256 that model.json records
+    assert load_model(out / "model")[1]["model_sha256"] == meta["model_sha256"]
     assert list((out / "checkpoints/tensorboard").rglob("events.out.tfevents.*"))  # rank 0 only
 
 

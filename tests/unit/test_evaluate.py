@@ -20,6 +20,7 @@ from alexnet.evaluate import (compute_metrics, confident_errors, dataset_sha256,
                               prediction_rows, read_training_curves, roc_points)
 from alexnet.errors import DataError
 from alexnet.io import file_sha256, read_csv
+from alexnet.model import save_model
 from alexnet.params import EvaluateParams
 
 SIZE = 67
@@ -46,9 +47,8 @@ def make_model_dir(root: Path, classes=CLASSES, size: int = SIZE, **extra) -> Pa
     model.get_layer("predictions").set_weights([kernel, np.zeros(k, np.float32)])
     model_dir = root / "model"
     model_dir.mkdir(parents=True)
-    model.save(model_dir / "model.keras")
-    meta = {"classes": list(classes), "image_size": size, "resize": "squash", **extra}
-    (model_dir / "model.json").write_text(json.dumps(meta))
+    save_model(model, model_dir, {"classes": list(classes), "image_size": size,
+                                  "resize": "squash", **extra})
     return model_dir
 
 
