@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from alexnet.errors import DataError
+from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
 from alexnet.io import atomic_dir, link_or_copy, read_csv, write_csv, write_json
 from alexnet.params import IngestParams
 
@@ -278,9 +279,20 @@ def copy_if_image(src: Path, dst: Path, by_extension: bool) -> tuple[int, str] |
     return size, digest.hexdigest()
 
 
-def previous_copies(raw_dir: Path, manifest_path: Path) -> dict[str, tuple[int, str]]:
-    """path -> (bytes, sha256) from the previous run's manifest (empty if there is none)."""
+def copies_fingerprint(params: IngestParams) -> str:
+    """What produced the copies in raw_dir and their recorded sha256: params and this code."""
+    return fingerprint("alexnet.ingest", params)
+
+
+def previous_copies(raw_dir: Path, manifest_path: Path,
+                    params: IngestParams) -> dict[str, tuple[int, str]]:
+    """path -> (bytes, sha256) from the previous run's manifest; empty if there is none or if
+    other code or params wrote it (raw_dir's stamp, alexnet.fingerprint)."""
     if not (raw_dir.is_dir() and manifest_path.is_file()):
+        return {}
+    if read_stamp(raw_dir) != copies_fingerprint(params):
+        _logger.info("ingest: %s was written by other code or params: copying every file",
+                     raw_dir)
         return {}
     return {r["path"]: (int(r["bytes"]), r["sha256"]) for r in read_csv(manifest_path)}
 
@@ -348,11 +360,12 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     _check_paths(source, raw_dir)
     layout = detect_layout(source, params.layout)
 
-    previous = previous_copies(raw_dir, manifest_path)
+    previous = previous_copies(raw_dir, manifest_path, params)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
     seen = linked = 0
     with atomic_dir(raw_dir) as tmp:
+        write_stamp(tmp, copies_fingerprint(params))
         for rel in _walk_files(source):
             seen += 1
             if is_system_file(rel):
