@@ -12,6 +12,7 @@ DVC's own API, so `${}` interpolation is DVC's.
 import ast
 import inspect
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def test_command_reads_only_declared_deps(stage):
     read = {str(getattr(ns, dest)) for dest in ns.inputs}
     deps = set(RESOLVED[stage]["deps"])
     assert read <= deps, read - deps
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_resume_state_is_neither_an_out_nor_in_git(stage):
+    """A stage's own state (train's checkpoints) is outside DVC: `dvc exp apply` cannot
+    restore it, so as an out it would make `dvc repro` rerun the stage after every apply."""
+    ns = parsed(stage)
+    for dest in ns.state:
+        path = str(getattr(ns, dest))
+        declared = names(STAGES[stage].get("outs")) | set(RESOLVED[stage]["deps"])
+        assert not any(path == p or path.startswith(p + "/") for p in declared), path
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not ignored by git"
 
 
 def test_the_code_checked_is_this_checkout():
