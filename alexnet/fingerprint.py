@@ -1,7 +1,6 @@
 """What produced a piece of stored state: one fingerprint for everything the pipeline reuses.
 
-    >>> fingerprint("alexnet.preprocess", {"image_size": 227, "resize": "squash"})
-    '3f1c...'
+    fingerprint("alexnet.preprocess", {"image_size": 227, "resize": "squash"})  # sha256 hex
 
 Five places reuse earlier work instead of redoing it: resume checkpoints (distributed.py), the
 preprocess cache's kept shards, validate's verdict memo, ingest's hard-linked copies and the
@@ -11,10 +10,11 @@ dependency changes, but the stage itself must then not pick up state the old cod
 fingerprint covers the source of every module the stage runs, not only its params and data.
 
 The code is the module closure of the stage's entry module: every module of this project's
-packages (alexnet, flows, tasks) reachable through `import` statements (anywhere in a module, including the lazy
-imports inside functions), the packages' `__init__` modules on the way, and modules started as a
-subprocess, named by a string constant such as "alexnet.distributed" in `python -m
-alexnet.distributed`. Files are found the way the interpreter finds them (`importlib`), so with an
+packages (alexnet, flows, tasks) reachable through `import` statements (anywhere in a module,
+including the lazy imports inside functions), the packages' `__init__` modules on the way, and
+modules started as a subprocess, named by a string constant such as "alexnet.distributed" in
+`python -m alexnet.distributed`. Every byte counts, comments too: an edit reruns the stage, as
+DVC does for the same files. Files are found the way the interpreter finds them (`importlib`), so with an
 editable install or PYTHONPATH the hashed files are those that actually run, whatever the working
 directory. tests/unit/test_dvc_contract.py checks dvc.yaml's code deps against the same closure.
 """
@@ -30,7 +30,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
 
 # This project's packages: imports of anything else (numpy, tensorflow...) are not followed.
 PACKAGES = ("alexnet", "flows", "tasks")
@@ -55,7 +54,7 @@ def module_file(name: str) -> Path | None:
 
 
 def _parents(name: str) -> list[str]:
-    """"a.b.c" -> ["a", "a.b"]: the packages whose __init__ runs before a.b.c."""
+    """The packages whose __init__ runs before a module: a.b.c -> [a, a.b]."""
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 

@@ -104,16 +104,3 @@ def test_code_deps_are_the_modules_the_stage_runs(stage):
     assert runs - listed == set(), f"dvc.yaml {stage}: missing deps {sorted(runs - listed)}"
     assert listed - runs == set(), f"dvc.yaml {stage}: not imported {sorted(listed - runs)}"
 
-
-def test_a_missing_dep_is_caught():
-    """The closure walk sees lazy imports (evaluate imports model.py inside a function)."""
-    assert "alexnet/model.py" in code_files(module_closure(entry_module("evaluate")))
-    assert "alexnet/distributed.py" in code_files(module_closure(entry_module("train")))
-
-
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_stage_depends_on_its_own_params_block_only(stage):
-    declared = STAGES[stage].get("params", [])
-    blocks = set(Params.__dataclass_fields__)
-    assert declared == ([stage] if stage in blocks else [])
-    assert set(PARAMS) == blocks  # params.yaml has one block per stage that has params
