@@ -109,16 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stage(name: str, func: Callable[[argparse.Namespace], int | None], help: str,
-              inputs: dict[str, str], outputs: dict[str, str]) -> argparse.ArgumentParser:
+              inputs: dict[str, str], outputs: dict[str, str],
+              state: dict[str, str] | None = None) -> argparse.ArgumentParser:
         """A stage command; its path arguments are declared as inputs or outputs, so
-        tests/unit/test_dvc_contract.py can check them against dvc.yaml's deps and outs."""
+        tests/unit/test_dvc_contract.py can check them against dvc.yaml's deps and outs. `state`
+        is a stage's own resume state, outside DVC (reused only when its fingerprint fits)."""
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--params", type=Path, default=Path("params.yaml"))
-        for flag, default in {**inputs, **outputs}.items():
+        state = state or {}
+        for flag, default in {**inputs, **outputs, **state}.items():
+            kind = "output" if flag in outputs else "state" if flag in state else "input"
             p.add_argument(f"--{flag}", type=Path, default=Path(default),
-                           help=f"{'output' if flag in outputs else 'input'} (default: {default})")
+                           help=f"{kind} (default: {default})")
         p.set_defaults(func=func, inputs=[f.replace("-", "_") for f in inputs],
-                       outputs=[f.replace("-", "_") for f in outputs])
+                       outputs=[f.replace("-", "_") for f in outputs],
+                       state=[f.replace("-", "_") for f in state])
         return p
 
     p = sub.add_parser("sample-data", help="write the built-in synthetic image set")
@@ -152,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)",
           inputs={"cache": "data/cache"},
-          outputs={"model-dir": "models/candidate", "checkpoint-dir": "models/checkpoints",
-                   "live-dir": "dvclive"})
+          outputs={"model-dir": "models/candidate", "live-dir": "dvclive"},
+          state={"checkpoint-dir": "models/checkpoints"})
 
     stage("evaluate", cmd_evaluate, "batched prediction and metrics on the test split",
           inputs={"model-dir": "models/candidate", "cache": "data/cache", "live-dir": "dvclive"},

@@ -37,6 +37,7 @@ import horovod.tensorflow.keras as hvd
 from alexnet.cache import INDEX, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
 from alexnet.errors import PipelineError, TrainingError
+from alexnet.fingerprint import fingerprint as code_fingerprint
 from alexnet.io import atomic_dir, write_json
 from alexnet.model import build_alexnet, save_model
 from alexnet.params import TrainParams, load_params
@@ -47,13 +48,11 @@ STATE_FILE = "state.json"
 
 
 def fingerprint(p: TrainParams, cache_dir: Path) -> str:
-    """What a checkpoint is valid for: the train params and the cached data (whose index holds
-    the preprocess settings)."""
-    blob = json.dumps({"train": dataclasses.asdict(p),
-                       "index": (cache_dir / INDEX).read_text(),
-                       "train_sha": _sha_list(cache_dir, "train"),
-                       "val_sha": _sha_list(cache_dir, "val")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """What a checkpoint is valid for: the train params, the cached data (whose index holds the
+    preprocess settings) and the training code (alexnet.fingerprint: this module's closure)."""
+    return code_fingerprint("alexnet.distributed", p, {
+        "index": (cache_dir / INDEX).read_text(),
+        "train_sha": _sha_list(cache_dir, "train"), "val_sha": _sha_list(cache_dir, "val")})
 
 
 def _sha_list(cache_dir: Path, split: str) -> str:
@@ -124,7 +123,8 @@ def read_state(checkpoint_dir: Path, expected: str) -> dict[str, Any] | None:
         return None
     state = json.loads(path.read_text())
     if state.get("fingerprint") != expected:
-        _logger.info("checkpoint in %s is for other params or data: starting over", checkpoint_dir)
+        _logger.info("checkpoint in %s is for other params, data or code: starting over",
+                     checkpoint_dir)
         return None
     return state
 

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from alexnet.errors import DataError
+from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
 from alexnet.io import atomic_dir, atomic_path, link_or_copy, read_csv, write_csv, write_json
 from alexnet.params import IngestParams
 
@@ -351,9 +352,20 @@ def copy_if_image(src: Path, dst: Path, by_extension: bool,
     return size, digest.hexdigest()
 
 
-def previous_copies(raw_dir: Path, manifest_path: Path) -> dict[str, tuple[int, str]]:
-    """path -> (bytes, sha256) from the previous run's manifest (empty if there is none)."""
+def copies_fingerprint(params: IngestParams) -> str:
+    """What produced the copies in raw_dir and their recorded sha256: params and this code."""
+    return fingerprint("alexnet.ingest", params)
+
+
+def previous_copies(raw_dir: Path, manifest_path: Path,
+                    params: IngestParams) -> dict[str, tuple[int, str]]:
+    """path -> (bytes, sha256) from the previous run's manifest; empty if there is none or if
+    other code or params wrote it (raw_dir's stamp, alexnet.fingerprint)."""
     if not (raw_dir.is_dir() and manifest_path.is_file()):
+        return {}
+    if read_stamp(raw_dir) != copies_fingerprint(params):
+        _logger.info("ingest: %s was written by other code or params: copying every file",
+                     raw_dir)
         return {}
     return {r["path"]: (int(r["bytes"]), r["sha256"]) for r in read_csv(manifest_path)}
 
@@ -422,7 +434,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     _check_paths(source, raw_dir)
     layout = detect_layout(source, params.layout)
 
-    previous = previous_copies(raw_dir, manifest_path)
+    previous = previous_copies(raw_dir, manifest_path, params)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
     classes_checked: set[str] = set()
@@ -430,6 +442,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     # The manifest is written inside the raw_dir block: data/raw and the manifest are replaced
     # together (raw first, the manifest right after), or neither is if anything fails.
     with atomic_path(manifest_path) as manifest_tmp, atomic_dir(raw_dir) as tmp:
+        write_stamp(tmp, copies_fingerprint(params))
         for rel in _walk_files(source):
             seen += 1
             if is_system_file(rel):

@@ -7,7 +7,8 @@ parallel.py). Memory stays bounded: each shard is written through a memory-mappe
 never assembled in RAM.
 
 Incremental (dvc.yaml keeps data/cache across runs for this, `persist: true`): when the previous
-cache was built with the same image size, resize policy and shard size, a rerun keeps each split's
+cache's pixels were produced the same way (same image size and resize policy, same code: its
+index holds their alexnet.fingerprint) and with the same shard size, a rerun keeps each split's
 previous shards as they are (hard links into the new cache, nothing rewritten) and writes only the
 images it did not hold into new shards; an image found elsewhere in the previous cache (another
 split) is copied rather than decoded. When the shards it would keep hold more rows of images that
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from alexnet.cache import INDEX, SPLITS, SplitArrays, open_split, read_index
 from alexnet.errors import DataError
+from alexnet.fingerprint import fingerprint
 from alexnet.images import load_rgb, resize
 from alexnet.io import atomic_dir, link_or_copy, read_csv, write_json
 from alexnet.parallel import mapper
@@ -65,12 +67,20 @@ class Previous:
                 for i, sha in enumerate(arrays.sha256.tolist())}
 
 
+def pixels_fingerprint(params: PreprocessParams) -> str:
+    """What produced the cached pixels: the decoding code and the params that shape them (the
+    shard size only says how they are laid out)."""
+    return fingerprint("alexnet.preprocess", {"image_size": params.image_size, "resize": params.resize})
+
+
 def previous_cache(out_dir: Path, params: PreprocessParams) -> Previous:
     try:
         index = read_index(out_dir)
     except (FileNotFoundError, ValueError):
         return Previous()
-    if (index.get("image_size"), index.get("resize")) != (params.image_size, params.resize):
+    if index.get("fingerprint") != pixels_fingerprint(params):
+        _logger.info("preprocess: the previous cache was made by other code or settings: "
+                     "decoding every image")
         return Previous()
     previous = Previous(keep_shards=index.get("shard_size") == params.shard_size)
     for split, info in index["splits"].items():
@@ -124,7 +134,8 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
     size = params.image_size
     load = partial(load_pixels, size=size, policy=params.resize)
     index = {"classes": classes, "image_size": size, "resize": params.resize,
-             "shard_size": params.shard_size, "splits": {}}
+             "shard_size": params.shard_size, "fingerprint": pixels_fingerprint(params),
+             "splits": {}}
     previous = previous_cache(out_dir, params)
     known = previous.pixels()
     plans = {}

@@ -27,6 +27,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from alexnet.errors import DataError
+from alexnet.fingerprint import fingerprint
 from alexnet.images import OPEN_FORMATS, load_rgb, open_image
 from alexnet.ingest import image_signature
 from alexnet.io import atomic_open, read_csv, write_csv, write_json
@@ -39,8 +40,9 @@ VALIDATED_COLUMNS = ("path", "label", "split_hint", "sha256", "bytes", "width", 
                      "format", "notes")
 QUARANTINE_COLUMNS = ("path", "label", "sha256", "reason", "detail")
 # The verdict memo: a file's verdict depends only on its bytes, its extension (the
-# extension-mismatch note) and the params below, so a rerun decodes only what is new.
-MEMO_COLUMNS = ("sha256", "suffix", "params", "ok", "reason", "detail", "width", "height",
+# extension-mismatch note), the params it reads and the code (`memo_fingerprint`), so a rerun
+# decodes only what is new.
+MEMO_COLUMNS = ("sha256", "suffix", "fingerprint", "ok", "reason", "detail", "width", "height",
                 "format", "notes")
 
 # Reasons a file is rejected (quarantine CSV `reason`).
@@ -243,26 +245,30 @@ def _memo_key(row: dict) -> tuple[str, str]:
     return row["sha256"], PurePosixPath(row["path"]).suffix.lower()
 
 
-def _params_key(params: ValidateParams) -> str:
-    return f"min_side={params.min_side};max_pixels={params.max_pixels}"
+def memo_fingerprint(params: ValidateParams) -> str:
+    """What produced a verdict, besides the file: the per-file params and this module's code."""
+    return fingerprint("alexnet.validate", {"min_side": params.min_side,
+                                            "max_pixels": params.max_pixels})
 
 
 def read_memo(path: Path | None, params: ValidateParams) -> dict[tuple[str, str], Verdict]:
-    """Verdicts of an earlier run for the same validation params (empty if none)."""
+    """Verdicts of an earlier run by the same code and validation params (empty if none).
+
+    Rows of other code or params, and memos of an older format (no fingerprint), are ignored."""
     if path is None or not Path(path).is_file():
         return {}
-    key = _params_key(params)
+    key = memo_fingerprint(params)
     return {(r["sha256"], r["suffix"]): Verdict(r["ok"] == "1", r["reason"], r["detail"],
                                                 int(r["width"]), int(r["height"]), r["format"],
                                                 tuple(filter(None, r["notes"].split(";"))))
-            for r in read_csv(path) if r["params"] == key}
+            for r in read_csv(path) if r.get("fingerprint") == key}
 
 
 def write_memo(path: Path, verdicts: dict[tuple[str, str], Verdict],
                params: ValidateParams) -> None:
-    key = _params_key(params)
+    key = memo_fingerprint(params)
     write_csv(path, MEMO_COLUMNS, (
-        {"sha256": sha, "suffix": suffix, "params": key, "ok": int(v.ok), "reason": v.reason,
+        {"sha256": sha, "suffix": suffix, "fingerprint": key, "ok": int(v.ok), "reason": v.reason,
          "detail": v.detail, "width": v.width, "height": v.height, "format": v.format,
          "notes": ";".join(v.notes)} for (sha, suffix), v in sorted(verdicts.items())))
 

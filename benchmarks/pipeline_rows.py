@@ -16,12 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks import gen_data, reference
 from benchmarks.common import ROOT, alternate, env, median, prefect_server, timed
-
-STAGES = ("ingest", "validate", "split", "preprocess", "train", "evaluate", "promote", "report")
 
 
 def _quiet() -> None:
@@ -133,16 +129,18 @@ ORCH_OVERRIDES = {"train.batch_size": 32, "train.workers": 1, "train.optimizer":
                   # A short run may miss the default gate; with no champion written, DVC fails
                   # the promote stage (its out models/champion is missing): see the final report.
                   "promote.min_accuracy": 0.0, "promote.min_improvement": -1.0}
-COPY = ("alexnet", "flows", "tasks", "dvc.yaml", "params.yaml", ".dvcignore")
+# Beside the pipeline itself (read from dvc.yaml: flows.workspace.pipeline_files): the Prefect
+# flow's code and DVC's settings.
+COPY = ("flows", "tasks", ".dvcignore")
 
 
 def make_workspace(ws: Path, source: Path, epochs: int = 1) -> None:
     """A throwaway git + DVC project holding copies of the repo's pipeline files and a small
     data set, with the small settings written into its params.yaml."""
-    from flows.workspace import set_params
+    from flows.workspace import pipeline_files, set_params
 
     ws.mkdir(parents=True)
-    for name in COPY:
+    for name in (*pipeline_files(ROOT), *COPY):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, ws / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -160,22 +158,13 @@ def make_workspace(ws: Path, source: Path, epochs: int = 1) -> None:
         subprocess.run(cmd, cwd=ws, env=e, check=True, capture_output=True)
 
 
-def stage_argv(ws: Path, stage: str) -> list[str]:
-    """The argv after `alexnet` of one dvc.yaml stage, with ${...} params substituted."""
-    cmd = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"][stage]["cmd"]
-    params = yaml.safe_load((ws / "params.yaml").read_text())
+def stage_argvs(ws: Path) -> dict[str, list[str]]:
+    """The argv after `alexnet` of every dvc.yaml stage, in order, as DVC resolves them."""
+    from flows.workspace import pipeline_stages
 
-    def lookup(dotted: str) -> str:
-        node = params
-        for k in dotted.split("."):
-            node = node[k]
-        return str(node)
-
-    import re
-    cmd = re.sub(r"\$\{([\w.]+)\}", lambda m: lookup(m.group(1)), cmd)
-    argv = shlex.split(cmd)
-    assert argv[0] == "alexnet", argv
-    return argv[1:]
+    argvs = {name: shlex.split(stage.cmd) for name, stage in pipeline_stages(ws).items()}
+    assert all(argv[0] == "alexnet" for argv in argvs.values()), argvs
+    return {name: argv[1:] for name, argv in argvs.items()}
 
 
 def run_plain(ws: Path) -> None:
@@ -183,8 +172,8 @@ def run_plain(ws: Path) -> None:
     from alexnet.cli import main
 
     os.chdir(ws)
-    for stage in STAGES:
-        code = main(stage_argv(ws, stage))
+    for stage, argv in stage_argvs(ws).items():
+        code = main(argv)
         if code:
             raise SystemExit(f"stage {stage} exited {code}")
 

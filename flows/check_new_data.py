@@ -6,7 +6,9 @@
 It fingerprints the source folder (`ingest.source` in params.yaml, relative to the workspace)
 cheaply: relative paths, sizes and mtimes, and the sha256 of only the files whose (size, mtime)
 differ from the last fingerprint. That fingerprint is kept in `.alexnet/source-state.json` in the
-workspace (written atomically). If files were added, removed or changed in content, the flow emits
+workspace (written atomically), with the alexnet.fingerprint of the code and source folder that
+computed it: the recorded sha256s are reused only when both are unchanged (otherwise every file
+is hashed again, and still compared with the recorded listing). If files were added, removed or changed in content, the flow emits
 the Prefect event `alexnet.source.changed` for the resource `alexnet.source.<hash of the source
 path>`; the `train-alexnet` deployment has a `DeploymentEventTrigger` on exactly that event and
 resource (flows/deploy.py), so the Prefect server starts one training run. Unchanged data emits
@@ -36,6 +38,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
+from alexnet.fingerprint import fingerprint as producer_fingerprint
 from alexnet.ingest import NotRegularFile, open_regular
 from alexnet.io import write_json
 from alexnet.params import load_params
@@ -109,9 +112,24 @@ def compare(previous: Fingerprint, current: Fingerprint) -> Change:
                                   if current[k]["sha256"] != previous[k]["sha256"]))
 
 
+def state_fingerprint(source: Path) -> str:
+    """What produced a state file: this module's code and the folder it looked at."""
+    return producer_fingerprint("flows.check_new_data", {"source": str(source)})
+
+
 def read_state(workspace: Path) -> Fingerprint | None:
     path = workspace / STATE_FILE
     return json.loads(path.read_text())["files"] if path.is_file() else None
+
+
+def reusable_hashes(workspace: Path, source: Path) -> Fingerprint:
+    """The recorded files whose sha256 may be reused: all of them if the state was written by
+    this code for this source folder, none otherwise (an older state has no fingerprint)."""
+    path = workspace / STATE_FILE
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    return state["files"] if state.get("fingerprint") == state_fingerprint(source) else {}
 
 
 def write_state(workspace: Path, source: Path, files: Fingerprint) -> None:
@@ -120,7 +138,8 @@ def write_state(workspace: Path, source: Path, files: Fingerprint) -> None:
     ignore = path.parent / ".gitignore"  # keep the state out of git and of `dvc exp save`
     if not ignore.exists():
         ignore.write_text("*\n")
-    write_json(path, {"source": str(source), "files": files})
+    write_json(path, {"source": str(source), "fingerprint": state_fingerprint(source),
+                      "files": files})
 
 
 @task
@@ -155,7 +174,7 @@ def check_new_data(workspace: str = ".") -> dict[str, Any]:
         logger.warning("source %s does not exist (yet): nothing to check", source)
         return {"changed": False, "first_check": False, "added": 0, "removed": 0, "modified": 0}
     previous = read_state(ws)
-    current = fingerprint_source(source, previous)
+    current = fingerprint_source(source, reusable_hashes(ws, source))
     change = compare(previous or {}, current)
     if previous is None:
         logger.info("first check of %s: %d files recorded, nothing triggered", source, len(current))

@@ -56,3 +56,31 @@ def ensure_source(workspace: Path) -> tuple[Path, bool]:
 
         generate_sample_data(path)
     return path, is_sample
+
+
+def pipeline_stages(workspace: Path) -> dict[str, Any]:
+    """The stages of `workspace`'s dvc.yaml, by name, as DVC reads them (`${}` interpolated with
+    its params.yaml), in pipeline order: `.cmd`, `.deps`, `.outs` are DVC's own objects."""
+    from dvc.repo import Repo
+
+    with Repo(str(workspace)) as repo:
+        return {stage.name: stage for stage in repo.index.stages}
+
+
+def pipeline_files(workspace: Path) -> list[str]:
+    """What a copy of the pipeline needs, read from its dvc.yaml (the one place it is written):
+    the dvc.yaml files, the params files the stages read, and the Python packages that hold the
+    stages' code deps (whole packages: `alexnet <stage>` needs the CLI too). Relative paths."""
+    from dvc.dependency.param import ParamsDependency
+
+    root = Path(workspace).resolve()
+    files: set[str] = set()
+    for stage in pipeline_stages(root).values():
+        files.add(Path(stage.path).relative_to(root).as_posix())
+        for dep in stage.deps:
+            rel = Path(dep.fs_path).relative_to(root)
+            if isinstance(dep, ParamsDependency):
+                files.add(rel.as_posix())
+            elif rel.suffix == ".py" and (root / rel.parts[0] / "__init__.py").is_file():
+                files.add(rel.parts[0])
+    return sorted(files)

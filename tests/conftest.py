@@ -24,7 +24,9 @@ TINY = {
     "validate.min_per_class": 5,
     "promote.min_accuracy": 0.0,
 }
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "alexnet")
+# Beside the pipeline itself (dvc.yaml, params.yaml and the code, read from dvc.yaml): the
+# repository's DVC and git settings.
+REPO_SETTINGS = (".dvcignore", ".gitignore")
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -53,10 +55,10 @@ def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 4
     """A git repo with this project's pipeline (dvc.yaml, params.yaml, DVC config), tiny
     settings, and the synthetic sample data in data/sample."""
     from alexnet.sample_data import generate_sample_data
-    from flows.workspace import set_params
+    from flows.workspace import pipeline_files, set_params
 
     path.mkdir(parents=True, exist_ok=True)
-    for name in PIPELINE_FILES:
+    for name in (*pipeline_files(REPO), *REPO_SETTINGS):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))

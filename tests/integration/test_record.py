@@ -79,3 +79,26 @@ def test_recorded_run_is_reproduced_by_name(tmp_path, prefect_api):
     repro = run(["dvc", "repro", "--no-run-cache"], ws)
     assert "Running stage 'train'" in repro.stdout  # retrained, not restored
     assert same(weights(ws / "models/candidate"), recorded)
+
+
+def test_applying_a_recorded_run_then_repro_is_a_noop(tmp_path):
+    """`dvc exp apply NAME` restores a run's params, dvc.lock and outputs; `dvc repro` must then
+    find nothing to do (it used to retrain from scratch, issue 18)."""
+    from flows.workspace import set_params
+
+    ws = make_workspace(tmp_path / "ws", overrides={"train.workers": 1, "train.epochs": 1})
+    run(["dvc", "repro"], ws)
+    run(["dvc", "exp", "save", "--name", "first"], ws)
+    lock = (ws / "dvc.lock").read_text()
+    recorded = weights(ws / "models/candidate")
+    set_params(ws, {"train.learning_rate": 0.001})
+    run(["dvc", "repro"], ws)
+    run(["dvc", "exp", "save", "--name", "second"], ws)
+
+    run(["dvc", "exp", "apply", "first"], ws)
+    assert (ws / "dvc.lock").read_text() == lock
+    status = run(["dvc", "status"], ws).stdout
+    assert "up to date" in status, status
+    repro = run(["dvc", "repro"], ws)
+    assert "Running stage" not in repro.stdout, repro.stdout
+    assert same(weights(ws / "models/candidate"), recorded)

@@ -17,6 +17,7 @@ from alexnet.cli import main as cli_main
 from alexnet.errors import EXIT_CONFIG
 from alexnet.images import load_rgb
 from alexnet.ingest import IGNORED_SPECIAL, IGNORED_TOO_LARGE, copy_if_image, ingest
+from alexnet.fingerprint import STAMP
 from alexnet.io import OUTPUT_MARKER, read_csv
 from alexnet.params import IngestParams, ValidateParams
 from alexnet.validate import NOT_IMAGE, validate, validate_image
@@ -224,7 +225,8 @@ def test_folder_links_fifos_and_broken_links_are_skipped(tmp_path, alarm):
     assert [r["path"] for r in rows] == ["cats/1.jpg", "dogs/1.jpg"]
     assert summary["classes"] == ["cats", "dogs"]
     assert summary["ignored"] == {IGNORED_SPECIAL: 2}
-    assert sorted(tree_digest(out / "raw")) == [OUTPUT_MARKER, "cats/1.jpg", "dogs/1.jpg"]
+    assert sorted(tree_digest(out / "raw")) == sorted([STAMP, OUTPUT_MARKER, "cats/1.jpg",
+                                                       "dogs/1.jpg"])
 
 
 ODD_NAMES = ["new\nline.jpg", "comma,name.jpg", 'double"quote.jpg', "single'quote.jpg",

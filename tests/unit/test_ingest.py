@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.errors import DataError
+from alexnet.fingerprint import STAMP
 from alexnet.ingest import MANIFEST_COLUMNS, ingest
 from alexnet.io import OUTPUT_MARKER, read_csv
 from alexnet.params import IngestParams
@@ -126,6 +127,7 @@ def test_source_untouched_and_raw_identical(tmp_path):
     assert tree_digest(source) == before
     raw = tree_digest(out / "raw")
     assert raw.pop(OUTPUT_MARKER)  # the copy is marked as the pipeline's own output
+    assert raw.pop(STAMP)  # ...with the fingerprint of what wrote it (alexnet.fingerprint)
     assert raw == {r["path"]: r["sha256"] for r in rows}
     assert all(raw[p] == before[p] for p in raw)
 
@@ -136,7 +138,7 @@ def test_rerun_rebuilds_raw_dir(tmp_path):
     (source / "b" / "1.jpg").unlink()
     (source / "b" / "2.jpg").write_bytes(PNG)
     _, rows, _ = _ingest(tmp_path, source)
-    assert sorted(tree_digest(out / "raw")) == [OUTPUT_MARKER, "a/1.jpg", "b/2.jpg"]
+    assert sorted(tree_digest(out / "raw")) == sorted([OUTPUT_MARKER, STAMP, "a/1.jpg", "b/2.jpg"])
     assert [r["path"] for r in rows] == ["a/1.jpg", "b/2.jpg"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
 
