@@ -80,14 +80,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_promote(a: argparse.Namespace) -> None:
     from alexnet.promote import promote
 
-    promote(a.model_dir, a.metrics, a.champion, a.promotion, load_params(a.params).promote)
+    promote(a.model_dir, a.metrics, a.champion, a.promotion, load_params(a.params).promote,
+            cache_dir=a.cache, champions_dir=a.champions)
 
 
 def cmd_report(a: argparse.Namespace) -> None:
     from alexnet.report import write_report
 
     write_report(a.out, a.metrics, a.promotion, a.model_dir, a.figures,
-                 validation_path=a.validation, summary_path=a.summary)
+                 validation_path=a.validation, summary_path=a.summary, ingest_path=a.ingest)
     _logger.info("report written to %s", a.out)
 
 
@@ -160,14 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
           outputs={"metrics": "reports/metrics.json", "predictions": "reports/predictions.csv",
                    "roc": "reports/roc.csv", "figures": "reports/figures"})
 
-    stage("promote", cmd_promote, "make the candidate the champion if it is better",
-          inputs={"model-dir": "models/candidate", "metrics": "reports/metrics.json"},
-          outputs={"champion": "models/champion", "promotion": "reports/promotion.json"})
+    stage("promote", cmd_promote, "make the candidate the champion of its class set if it "
+          "beats the champion on the current test split",
+          inputs={"model-dir": "models/candidate", "metrics": "reports/metrics.json",
+                  "cache": "data/cache"},
+          outputs={"champion": "models/champion", "champions": "models/champions",
+                   "promotion": "reports/promotion.json"})
 
     stage("report", cmd_report, "write the self-contained HTML report and a summary",
           inputs={"metrics": "reports/metrics.json", "promotion": "reports/promotion.json",
                   "model-dir": "models/candidate", "figures": "reports/figures",
-                  "validation": "reports/validation.json"},
+                  "validation": "reports/validation.json", "ingest": "reports/ingest.json"},
           outputs={"out": "reports/report.html", "summary": "reports/summary.md"})
 
     p = sub.add_parser("predict", help="classify images or folders with a trained model")
