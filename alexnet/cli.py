@@ -22,6 +22,7 @@ from alexnet.errors import EXIT_CONFIG, EXIT_DATA, PipelineError
 from alexnet.params import ParamsError, load_params
 
 _logger = logging.getLogger("alexnet")
+CHAMPION = Path("models/champion")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -93,10 +94,13 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from alexnet.predict import format_results, predict
+    from alexnet.predict import configured_classes, format_results, predict
 
+    # The champion must fit the configured data; a model named with --model is used as given.
+    configured = configured_classes(a.params, a.cache) if a.model is None else None
     try:
-        results, errors = predict(a.paths, a.model, batch_size=a.batch_size, top_k=a.top_k)
+        results, errors = predict(a.paths, a.model or CHAMPION, batch_size=a.batch_size,
+                                  top_k=a.top_k, configured=configured)
     except (FileNotFoundError, ValueError) as exc:  # missing or unsafe model/metadata
         _logger.error("%s", exc)
         return EXIT_CONFIG
@@ -176,8 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify images or folders with a trained model")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH")
-    p.add_argument("--model", type=Path, default=Path("models/champion"),
-                   help="model directory (default: the champion)")
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"model directory (default: the champion, {CHAMPION}, checked against "
+                        "the classes of the configured data)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="where the configured data is named (ingest.source)")
+    p.add_argument("--cache", type=Path, default=Path("data/cache"),
+                   help="its classes are checked when ingest.source is not there")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)

@@ -321,6 +321,19 @@ def _walk_files(source: Path):
             yield _rel(base / name, source)
 
 
+def source_classes(source: Path, layout: str = "auto") -> list[str]:
+    """The class names ingest would find in `source`, from the folder listing alone (no file is
+    read): what `alexnet predict` checks the champion's classes against."""
+    found = detect_layout(Path(source), layout)
+    labels = set()
+    for rel in _walk_files(Path(source)):
+        if not is_system_file(rel) and has_image_extension(rel.name):
+            labelled = label_for(rel, found)
+            if labelled is not None:
+                labels.add(labelled[0])
+    return sorted(labels)
+
+
 def _check_paths(source: Path, raw_dir: Path) -> None:
     if not source.exists():
         raise DataError(f"{source}: source folder does not exist")
