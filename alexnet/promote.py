@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alexnet.errors import PipelineError
 from alexnet.io import file_sha256, write_json
 from alexnet.params import EvaluateParams, PromoteParams
 
@@ -256,7 +257,7 @@ def score_champion(champion_dir: Path, cache_dir: Path, batch_size: int) -> tupl
 
     try:
         return score(champion_dir, cache_dir, batch_size).metrics, None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, PipelineError) as exc:  # e.g. a tampered model file
         return {}, (f"the champion in {champion_dir} cannot be scored on the current test split "
                     f"({exc}); move it aside to let a new model take over")
 
