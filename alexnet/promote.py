@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet.errors import PipelineError
+from alexnet.errors import OutputError, PipelineError
 from alexnet.io import file_sha256, write_json
 from alexnet.params import EvaluateParams, PromoteParams
 
@@ -207,8 +207,12 @@ def _champion_classes(champion_dir: Path) -> list[str] | None:
 
 
 def _move_dir(src: Path, dst: Path) -> None:
-    """Rename `src` to `dst`, replacing a `dst` the pipeline wrote earlier (a set-aside champion)."""
+    """Rename the champion `src` to `dst`, replacing an earlier champion of the same classes
+    there; anything else at `dst` is not the pipeline's to delete."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and _champion_classes(dst) != _champion_classes(src):
+        raise OutputError(f"{dst}: refusing to replace it: it does not hold a champion of "
+                          f"classes {_champion_classes(src)}; move it away yourself")
     if dst.exists():
         stale = _sibling(dst, "stale")
         shutil.rmtree(stale, ignore_errors=True)

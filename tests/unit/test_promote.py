@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexnet.errors import OutputError
 from alexnet.evaluate import dataset_sha256, score
 from alexnet.io import write_json
 from alexnet.params import ParamsError, PromoteParams
@@ -328,3 +329,20 @@ def test_class_set_id_is_path_safe_and_order_sensitive():
     evil = ["../../etc", "a/b"]
     assert re.fullmatch(r"[0-9a-f]{12}", class_set_id(evil))
     assert class_set_id(["a", "b"]) != class_set_id(["b", "a"])
+
+
+def test_setting_a_champion_aside_never_deletes_what_is_not_a_champion(tmp_path):
+    demo_cache = colour_cache(tmp_path / "demo-data", [(RED, 0), (BLUE, 1)], ["disks", "stripes"])
+    user_cache = colour_cache(tmp_path / "user-data", [(RED, 0), (BLUE, 1)], ["boot", "tshirt"])
+    champion, report = tmp_path / "models/champion", tmp_path / "promotion.json"
+    assert gate(*make_candidate(tmp_path, "demo", demo_cache, ["disks", "stripes"]), champion,
+                report, demo_cache).promote
+    squatter = tmp_path / "models/champions" / class_set_id(["disks", "stripes"])
+    squatter.mkdir(parents=True)
+    (squatter / "notes.txt").write_text("mine")
+    mine = make_candidate(tmp_path, "mine", user_cache, ["boot", "tshirt"])
+    with pytest.raises(OutputError, match="refusing to replace"):
+        gate(*mine, champion, report, user_cache)
+    assert (squatter / "notes.txt").read_text() == "mine"
+    assert (champion / "model.keras").read_bytes() == \
+        (tmp_path / "demo" / "model.keras").read_bytes()
