@@ -22,6 +22,7 @@ from alexnet.errors import EXIT_CONFIG, EXIT_DATA, PipelineError
 from alexnet.params import ParamsError, load_params
 
 _logger = logging.getLogger("alexnet")
+CHAMPION = Path("models/champion")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -80,22 +81,26 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_promote(a: argparse.Namespace) -> None:
     from alexnet.promote import promote
 
-    promote(a.model_dir, a.metrics, a.champion, a.promotion, load_params(a.params).promote)
+    promote(a.model_dir, a.metrics, a.champion, a.promotion, load_params(a.params).promote,
+            cache_dir=a.cache, champions_dir=a.champions)
 
 
 def cmd_report(a: argparse.Namespace) -> None:
     from alexnet.report import write_report
 
     write_report(a.out, a.metrics, a.promotion, a.model_dir, a.figures,
-                 validation_path=a.validation, summary_path=a.summary)
+                 validation_path=a.validation, summary_path=a.summary, ingest_path=a.ingest)
     _logger.info("report written to %s", a.out)
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from alexnet.predict import format_results, predict
+    from alexnet.predict import configured_classes, format_results, predict
 
+    # The champion must fit the configured data; a model named with --model is used as given.
+    configured = configured_classes(a.params, a.cache) if a.model is None else None
     try:
-        results, errors = predict(a.paths, a.model, batch_size=a.batch_size, top_k=a.top_k)
+        results, errors = predict(a.paths, a.model or CHAMPION, batch_size=a.batch_size,
+                                  top_k=a.top_k, configured=configured)
     except (FileNotFoundError, ValueError) as exc:  # missing or unsafe model/metadata
         _logger.error("%s", exc)
         return EXIT_CONFIG
@@ -165,20 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
           outputs={"metrics": "reports/metrics.json", "predictions": "reports/predictions.csv",
                    "roc": "reports/roc.csv", "figures": "reports/figures"})
 
-    stage("promote", cmd_promote, "make the candidate the champion if it is better",
-          inputs={"model-dir": "models/candidate", "metrics": "reports/metrics.json"},
-          outputs={"champion": "models/champion", "promotion": "reports/promotion.json"})
+    stage("promote", cmd_promote, "make the candidate the champion of its class set if it "
+          "beats the champion on the current test split",
+          inputs={"model-dir": "models/candidate", "metrics": "reports/metrics.json",
+                  "cache": "data/cache"},
+          outputs={"champion": "models/champion", "champions": "models/champions",
+                   "promotion": "reports/promotion.json"})
 
     stage("report", cmd_report, "write the self-contained HTML report and a summary",
           inputs={"metrics": "reports/metrics.json", "promotion": "reports/promotion.json",
                   "model-dir": "models/candidate", "figures": "reports/figures",
-                  "validation": "reports/validation.json"},
+                  "validation": "reports/validation.json", "ingest": "reports/ingest.json"},
           outputs={"out": "reports/report.html", "summary": "reports/summary.md"})
 
     p = sub.add_parser("predict", help="classify images or folders with a trained model")
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH")
-    p.add_argument("--model", type=Path, default=Path("models/champion"),
-                   help="model directory (default: the champion)")
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"model directory (default: the champion, {CHAMPION}, checked against "
+                        "the classes of the configured data)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="where the configured data is named (ingest.source)")
+    p.add_argument("--cache", type=Path, default=Path("data/cache"),
+                   help="its classes are checked when ingest.source is not there")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)

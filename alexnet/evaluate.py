@@ -24,6 +24,7 @@ import csv
 import hashlib
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -275,25 +276,34 @@ def predict_split(model: Any, split: Any, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def evaluate(model_dir: str | Path, cache_dir: str | Path, params: EvaluateParams,
-             metrics_path: str | Path, predictions_path: str | Path, figures_dir: str | Path,
-             roc_path: str | Path | None = None, live_dir: str | Path | None = None) -> dict:
-    """Evaluate the model in `model_dir` on the test split of the cache; write every output.
+@dataclass
+class Scored:
+    """A model's predictions on the test split of a cache, and the metrics computed from them."""
+
+    metrics: dict
+    split: Any
+    y_true: np.ndarray
+    y_prob: np.ndarray
+
+
+def score(model_dir: str | Path, cache_dir: str | Path, batch_size: int) -> Scored:
+    """Predict the test split of the cache with the model in `model_dir`; compute its metrics.
+
+    Used by evaluate for the candidate and by promote for the champion, so both are scored on
+    the same images in the same way. metrics gets n_test, model_sha256, test_data_sha256 and
+    the batch_size used.
 
     Raises:
         ModelDataMismatch (a ValueError): the model was trained on other classes (or another
             image size) than the cache holds.
-        ValueError: the test split is empty.
-
-    Returns:
-        The metrics written to `metrics_path`.
+        ValueError: the test split is empty, or batch_size is not positive.
     """
     from alexnet.cache import open_split, read_index
     from alexnet.model import MODEL_FILE, load_model  # imports TensorFlow: only when evaluating
 
-    if params.batch_size < 1:
+    if batch_size < 1:
         raise ValueError("evaluate.batch_size must be positive")
-    model_dir, figures_dir = Path(model_dir), Path(figures_dir)
+    model_dir = Path(model_dir)
     model, metadata = load_model(model_dir)
     index = read_index(cache_dir)
     classes = list(index["classes"])
@@ -307,24 +317,42 @@ def evaluate(model_dir: str | Path, cache_dir: str | Path, params: EvaluateParam
     split = open_split(cache_dir, "test")
     if len(split) == 0:
         raise ValueError(f"{cache_dir}: the test split is empty")
-    _logger.info("evaluating %s on %d test images (batch %d)", model_dir, len(split),
-                 params.batch_size)
-    y_prob = predict_split(model, split, params.batch_size)
+    _logger.info("evaluating %s on %d test images (batch %d)", model_dir, len(split), batch_size)
+    y_prob = predict_split(model, split, batch_size)
     if y_prob.shape[1] != len(classes):
         raise ModelDataMismatch(f"{model_dir}: model outputs {y_prob.shape[1]} classes, "
                                 f"metadata lists {len(classes)}")
     y_true = np.asarray(split.labels, dtype=np.int64)
-
     metrics = compute_metrics(y_true, y_prob, classes)
     metrics["n_test"] = metrics.pop("n")
     metrics["model_sha256"] = file_sha256(model_dir / MODEL_FILE)
     metrics["test_data_sha256"] = dataset_sha256(split.sha256)
+    metrics["batch_size"] = batch_size  # promote scores the champion with the same batches
+    return Scored(metrics, split, y_true, y_prob)
+
+
+def evaluate(model_dir: str | Path, cache_dir: str | Path, params: EvaluateParams,
+             metrics_path: str | Path, predictions_path: str | Path, figures_dir: str | Path,
+             roc_path: str | Path | None = None, live_dir: str | Path | None = None) -> dict:
+    """Evaluate the model in `model_dir` on the test split of the cache; write every output.
+
+    Raises:
+        ModelDataMismatch (a ValueError): the model was trained on other classes (or another
+            image size) than the cache holds.
+        ValueError: the test split is empty.
+
+    Returns:
+        The metrics written to `metrics_path`.
+    """
+    scored = score(model_dir, cache_dir, params.batch_size)
+    metrics, split, y_true, y_prob = scored.metrics, scored.split, scored.y_true, scored.y_prob
+    classes = metrics["classes"]
     write_json(metrics_path, metrics)
     write_csv(predictions_path, PREDICTION_FIELDS,
               prediction_rows(split.paths, y_true, y_prob, classes))
     if roc_path is not None:
         write_csv(roc_path, ROC_FIELDS, roc_points(y_true, y_prob))
-    _write_figures(figures_dir, metrics, split, y_true, y_prob, classes, live_dir)
+    _write_figures(Path(figures_dir), metrics, split, y_true, y_prob, classes, live_dir)
     _logger.info("test accuracy %.4f, log loss %.4f -> %s", metrics["accuracy"],
                  metrics["log_loss"], metrics_path)
     return metrics

@@ -407,6 +407,19 @@ def _walk_files(source: Path):
             yield _rel(base / name, source)
 
 
+def source_classes(source: Path, layout: str = "auto") -> list[str]:
+    """The class names ingest would find in `source`, from the folder listing alone (no file is
+    read): what `alexnet predict` checks the champion's classes against."""
+    found = detect_layout(Path(source), layout)
+    labels = set()
+    for rel in _walk_files(Path(source)):
+        if not is_system_file(rel) and has_image_extension(rel.name):
+            labelled = label_for(rel, found)
+            if labelled is not None:
+                labels.add(labelled[0])
+    return sorted(labels)
+
+
 def _check_paths(source: Path, raw_dir: Path) -> None:
     if not source.exists():
         raise DataError(f"{source}: source folder does not exist")
@@ -426,7 +439,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
 
     Returns:
         the summary written to `summary_path`: layout, classes, files_seen, ingested,
-        per_class, per_split_hint, ignored {reason: n}.
+        per_class, per_split_hint, ignored {reason: n}, empty_class_folders [path].
     Raises:
         DataError: source missing or not a directory, layout not recognised, no labelled images.
     """
@@ -505,7 +518,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
         rows.sort(key=lambda r: r["path"])
         write_csv(manifest_tmp, MANIFEST_COLUMNS, rows)
 
-    summary = summarise(layout, rows, seen, ignored)
+    summary = summarise(layout, rows, seen, ignored, empty_class_folders(source, layout, rows))
     write_json(summary_path, summary)
     _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "
                  "classes %s, ignored %s", layout.name, len(rows), seen, linked,
@@ -529,7 +542,23 @@ def _check_class_name(label: str, source: Path, rel: PurePosixPath, layout: Layo
                     f"{MAX_CLASS_NAME} characters, without / or \\")
 
 
-def summarise(layout: Layout, rows: list[dict], seen: int, ignored: Counter[str]) -> dict:
+def empty_class_folders(source: Path, layout: Layout, rows: list[dict]) -> list[str]:
+    """Folders where class folders live that gave no image (empty, or no image files): they
+    are not classes, and the user must hear that. Paths are relative to `source`."""
+    used = {PurePosixPath(r["path"]) for r in rows}
+    empty = []
+    for root in layout.roots:
+        if root.mode != "class_folders":
+            continue
+        for folder in _listing(source / root.path)[0]:
+            rel = root.path / folder.name
+            if not any(rel in p.parents for p in used):
+                empty.append(rel.as_posix())
+    return sorted(empty)
+
+
+def summarise(layout: Layout, rows: list[dict], seen: int, ignored: Counter[str],
+              empty_folders: list[str] = ()) -> dict:
     """The ingest report: what was found, what was taken, what was left and why."""
     per_class = Counter(r["label"] for r in rows)
     per_hint = Counter(r["split_hint"] for r in rows)
@@ -537,6 +566,8 @@ def summarise(layout: Layout, rows: list[dict], seen: int, ignored: Counter[str]
     if len(classes) < 2:
         _logger.warning("ingest: only one class found (%s); a classifier needs at least two",
                         classes[0])
+    for folder in empty_folders:
+        _logger.warning("ingest: class folder %s holds no image: dropped, not a class", folder)
     train_classes = {r["label"] for r in rows if r["split_hint"] == "train"}
     for label in sorted({r["label"] for r in rows if r["split_hint"] == "test"} - train_classes):
         _logger.warning("ingest: class %r appears in the given test set only", label)
@@ -550,4 +581,5 @@ def summarise(layout: Layout, rows: list[dict], seen: int, ignored: Counter[str]
         "per_class": {c: per_class[c] for c in classes},
         "per_split_hint": {h: per_hint[h] for h in sorted(per_hint)},
         "ignored": {k: ignored[k] for k in sorted(ignored)},
+        "empty_class_folders": list(empty_folders),
     }

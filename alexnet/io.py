@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -19,12 +20,36 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 from alexnet.errors import OutputError
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read once. Linux shows it in /proc/self/status; elsewhere it can only
+    be read by setting it, which is done once here (a concurrent thread could create a file
+    with umask 0 in between, so not on every write)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(directory: bool = False) -> int:
+    """What open() / mkdir() would have created: mkstemp makes 0600 and mkdtemp 0700 files,
+    which a teammate or a serving process could not read."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it to `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.fchmod(fd, _usual_mode())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -101,6 +126,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, _usual_mode(directory=True))
     try:
         (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
         yield tmp

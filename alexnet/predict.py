@@ -6,6 +6,11 @@ Files are decoded exactly as training decoded them (`load_rgb` + `resize` with t
 image_size and resize policy, from model.json), so the model sees the pixels it was trained on.
 Folders are searched recursively for image files. A file that cannot be read becomes an error row
 naming the reason; the others are still classified, and the CLI exits non-zero if any failed.
+
+Every run says which model and classes it uses (one log line). The champion belongs to one class
+set (alexnet/promote.py): asked to predict with it while the configured data (params.yaml's
+ingest.source, else the cache index) has other classes, predict refuses (exit 78) rather than
+label your boots "disks". A model named with --model is used as given.
 """
 
 from __future__ import annotations
@@ -19,12 +24,60 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from alexnet.errors import EXIT_CONFIG, PipelineError
 from alexnet.images import load_rgb, resize
 
 _logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 FORMATS = ("table", "json", "csv")
+
+
+class ClassMismatch(PipelineError):
+    """The champion was trained on other classes than the configured data has."""
+
+    exit_code = EXIT_CONFIG
+
+
+def configured_classes(params_path: Path, cache_dir: Path) -> tuple[list[str], str] | None:
+    """(classes, where they come from) of the data the project is configured for: the classes in
+    params.yaml's ingest.source if that folder exists, else those of the cache index; None when
+    neither is there (then nothing is checked)."""
+    from alexnet.errors import DataError
+    from alexnet.ingest import source_classes
+    from alexnet.params import ParamsError, load_params
+
+    try:
+        ingest = load_params(params_path).ingest if Path(params_path).is_file() else None
+    except ParamsError as exc:
+        _logger.warning("%s: not checking the model's classes against it (%s)", params_path, exc)
+        ingest = None
+    if ingest is not None and Path(ingest.source).is_dir():
+        try:
+            return (source_classes(Path(ingest.source), ingest.layout),
+                    f"{params_path} ingest.source {ingest.source}")
+        except (DataError, OSError) as exc:
+            _logger.warning("%s: cannot list its classes (%s)", ingest.source, exc)
+    index = Path(cache_dir) / "index.json"
+    try:
+        classes = json.loads(index.read_text()).get("classes")
+    except (OSError, ValueError):
+        return None
+    if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
+        return classes, str(index)
+    return None
+
+
+def check_classes(model_dir: Path, model_classes: Sequence[str],
+                  configured: tuple[list[str], str] | None) -> None:
+    """Raise ClassMismatch when the model's classes are not the configured data's."""
+    if configured is None or sorted(configured[0]) == sorted(model_classes):
+        return
+    classes, where = configured
+    raise ClassMismatch(
+        f"{model_dir} was trained on classes {list(model_classes)}, but the configured data "
+        f"({where}) has {sorted(classes)}: run `dvc repro` to train and promote a model for "
+        "these classes, or pass --model DIR to predict with another model")
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -76,12 +129,14 @@ def top_k_rows(files: Sequence[Path], probs: np.ndarray, classes: Sequence[str],
     return rows
 
 
-def predict(paths: list[Path], model_dir: Path, batch_size: int = 64,
-            top_k: int = 1) -> tuple[list[dict], list[dict]]:
+def predict(paths: list[Path], model_dir: Path, batch_size: int = 64, top_k: int = 1,
+            configured: tuple[list[str], str] | None = None) -> tuple[list[dict], list[dict]]:
     """Classify the image files in `paths` (files and folders).
 
     Args:
         top_k: how many ranked classes each row lists (capped at the number of classes).
+        configured: (classes, where from) the model must have been trained on
+            (`configured_classes`); None: any model is used as given.
 
     Returns:
         (results, errors): one result per decoded file, in input order; one error row
@@ -89,14 +144,22 @@ def predict(paths: list[Path], model_dir: Path, batch_size: int = 64,
 
     Raises:
         FileNotFoundError / ValueError: the model dir lacks model.json or it is incomplete.
+        ClassMismatch: the model's classes are not the `configured` ones.
     """
     from alexnet.model import load_model  # TensorFlow: imported only when predicting
 
     if batch_size < 1 or top_k < 1:
         raise ValueError("batch_size and top_k must be at least 1")
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        raise FileNotFoundError(
+            f"{model_dir}: no model yet: train and promote one with `dvc repro` (champions of "
+            f"other class sets wait in {model_dir.parent / 'champions'}/), or pass --model DIR")
     model, metadata = load_model(model_dir)
     classes = list(metadata["classes"])
     size, policy = int(metadata["image_size"]), metadata.get("resize", "squash")
+    _logger.info("predicting with %s (classes: %s; %d px)", model_dir, ", ".join(classes), size)
+    check_classes(model_dir, classes, configured)
     k = min(top_k, len(classes))
     files, errors = expand_paths(paths)
     results: list[dict] = []

@@ -2,8 +2,8 @@
 
     alexnet report --metrics reports/metrics.json --promotion reports/promotion.json \
         --model-dir models/candidate --figures reports/figures \
-        --validation reports/validation.json --out reports/report.html \
-        --summary reports/summary.md
+        --validation reports/validation.json --ingest reports/ingest.json \
+        --out reports/report.html --summary reports/summary.md
 
 The HTML page embeds its figures as base64 data: URIs and links no scripts, fonts or styles from
 elsewhere: it can be mailed, archived as a CI artifact or opened offline years later. Everything
@@ -134,6 +134,51 @@ def _section_promotion(metrics: Mapping, promotion: Mapping | None,
     else:
         out.append(_table(["metric", "candidate", "champion", "difference"],
                           _comparison_rows(metrics, champion)))
+    gate = _gate_rows(promotion or {})
+    if gate:
+        out.append(_table(["item", "value"], gate))
+    return "\n".join(out)
+
+
+def _gate_rows(promotion: Mapping) -> list[tuple[str, Any]]:
+    """What the gate compared: the class set's line and the one test split both were scored on."""
+    class_set = promotion.get("class_set") or {}
+    rows: list[tuple[str, Any]] = []
+    if class_set:
+        first = " (first model of this class set: no champion to beat)" \
+            if promotion.get("first_of_class_set") else ""
+        rows.append(("class set", f"{', '.join(map(str, class_set.get('classes', [])))} "
+                                  f"(id {class_set.get('id')}){first}"))
+    aside = promotion.get("set_aside")
+    if aside:
+        rows.append(("champion set aside", f"classes {', '.join(map(str, aside['classes']))} "
+                                           f"-> {aside['path']}"))
+    if promotion.get("restored_from"):
+        rows.append(("champion brought back from", promotion["restored_from"]))
+    for label, key in (("test set sha256 (both scored on it)", "test_data_sha256"),
+                       ("test images", "n_test"), ("candidate accuracy", "candidate_accuracy"),
+                       ("champion accuracy on this test set", "champion_accuracy"),
+                       ("champion accuracy when it was promoted (its own test set)",
+                        "champion_recorded_accuracy")):
+        if key in promotion:
+            rows.append((label, promotion[key]))
+    return rows
+
+
+def _section_ingest(summary: Mapping | None) -> str:
+    """What ingest found, and what it left out: empty class folders are not classes."""
+    if not summary:
+        return ""
+    rows = [(k, summary[k]) for k in ("layout", "classes", "files_seen", "ingested")
+            if k in summary]
+    out = ["<h2>Data ingest</h2>", _table(["item", "value"], _flatten(dict(rows)))]
+    empty = summary.get("empty_class_folders") or []
+    if empty:
+        out.append(f'<p class="refused"><strong>{len(empty)} empty class folder(s) dropped'
+                   "</strong> (no image in them, so not classes): "
+                   f"{_e(', '.join(map(str, empty)))}</p>")
+    if summary.get("ignored"):
+        out += ["<h3>Ignored files</h3>", _table(["reason", "count"], _flatten(summary["ignored"]))]
     return "\n".join(out)
 
 
@@ -164,7 +209,8 @@ def _section_provenance(meta: Mapping) -> str:
 
 def render_report(metrics: Mapping, validation_summary: Mapping | None,
                   promotion: Mapping | None, model_metadata: Mapping,
-                  figures: Mapping[str, Path], champion_metrics: Mapping | None) -> str:
+                  figures: Mapping[str, Path], champion_metrics: Mapping | None,
+                  ingest_summary: Mapping | None = None) -> str:
     """The whole report as one self-contained HTML page.
 
     Args:
@@ -175,6 +221,7 @@ def render_report(metrics: Mapping, validation_summary: Mapping | None,
         model_metadata: the candidate's model.json (classes, params, versions, data hashes).
         figures: {name: path to a PNG}, embedded as data: URIs in this order.
         champion_metrics: the headline metrics of the champion the candidate was compared with.
+        ingest_summary: reports/ingest.json (layout, classes, empty class folders), or None.
     """
     title = f"AlexNet evaluation: {metrics.get('accuracy', float('nan')):.2%} test accuracy"
     figs = "".join(_figure(name, path) for name, path in figures.items())
@@ -185,6 +232,7 @@ def render_report(metrics: Mapping, validation_summary: Mapping | None,
         _section_metrics(metrics),
         _section_promotion(metrics, promotion, champion_metrics),
         f"<h2>Figures</h2>{figs or '<p>No figures.</p>'}",
+        _section_ingest(ingest_summary),
         _section_validation(validation_summary),
         _section_provenance(model_metadata),
         "</body></html>",
@@ -207,7 +255,8 @@ def _md(value: Any) -> str:
 
 
 def render_markdown_summary(metrics: Mapping, promotion: Mapping | None,
-                            champion_metrics: Mapping | None = None) -> str:
+                            champion_metrics: Mapping | None = None,
+                            ingest_summary: Mapping | None = None) -> str:
     """A short markdown summary: headline metrics vs the champion, and the promotion decision."""
     lines = ["# AlexNet evaluation", "",
              f"Classes: {', '.join(_md(c) for c in metrics.get('classes', []))}", ""]
@@ -217,6 +266,13 @@ def render_markdown_summary(metrics: Mapping, promotion: Mapping | None,
     if promotion is not None:
         verdict = "**Promoted** to champion" if promotion.get("promoted") else "**Not promoted**"
         lines += ["", verdict, ""] + [f"- {_md(r)}" for r in promotion.get("reasons", [])]
+        if promotion.get("test_data_sha256"):
+            lines += ["", f"Both scored on the same test set: {_md(promotion.get('n_test'))} "
+                          f"images, sha256 {_md(promotion['test_data_sha256'])}"]
+    empty = (ingest_summary or {}).get("empty_class_folders") or []
+    if empty:
+        lines += ["", f"Empty class folders dropped (not classes): "
+                      f"{', '.join(_md(f) for f in empty)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -229,7 +285,8 @@ def _read_json(path: str | Path | None) -> dict | None:
 def write_report(report_path: str | Path, metrics_path: str | Path,
                  promotion_path: str | Path | None, model_dir: str | Path,
                  figures_dir: str | Path, validation_path: str | Path | None = None,
-                 summary_path: str | Path | None = None) -> str:
+                 summary_path: str | Path | None = None,
+                 ingest_path: str | Path | None = None) -> str:
     """Read the run's outputs, write the HTML report (and the markdown summary); return the summary.
 
     The champion compared with is the one recorded in promotion.json ("champion": the champion
@@ -242,11 +299,12 @@ def write_report(report_path: str | Path, metrics_path: str | Path,
     champion = (promotion or {}).get("champion")
     metadata = _read_json(Path(model_dir) / "model.json") or {}
     figures = {p.stem: p for p in sorted(Path(figures_dir).glob("*.png"))}
+    ingest = _read_json(ingest_path)
     page = render_report(metrics, _read_json(validation_path), promotion, metadata, figures,
-                         champion)
+                         champion, ingest)
     with atomic_open(report_path, encoding="utf-8") as fh:
         fh.write(page)
-    summary = render_markdown_summary(metrics, promotion, champion)
+    summary = render_markdown_summary(metrics, promotion, champion, ingest)
     if summary_path is not None:
         with atomic_open(summary_path, encoding="utf-8") as fh:
             fh.write(summary)

@@ -297,7 +297,8 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
         classes.
     Raises:
         DataError: bad_fraction > params.max_bad_fraction (duplicates are not bad), a class with
-            fewer than params.min_per_class accepted images, or an empty manifest.
+            fewer than params.min_per_class accepted images, fewer than two classes, or an
+            empty manifest.
     """
     raw_dir = Path(raw_dir)
     rows = sorted(read_csv(manifest_path), key=lambda r: r["path"])
@@ -372,6 +373,10 @@ def check_thresholds(summary: dict, params: ValidateParams, quarantine_path: Pat
     """Raise DataError if the data set as a whole is not usable."""
     if summary["total"] == 0:
         raise DataError("validate: the manifest lists no images")
+    if len(summary["per_class"]) < 2:  # training would fail only after split and preprocess
+        found = ", ".join(repr(c) for c in summary["per_class"])
+        raise DataError(f"validate: only one class found ({found}); a classifier needs at least "
+                        "two: give the source one folder of images per class")
     if summary["bad_fraction"] > params.max_bad_fraction:
         raise DataError(
             f"validate: {summary['bad_fraction']:.1%} of the files are unusable "

@@ -17,6 +17,8 @@ from PIL import Image
 
 from alexnet.cli import main as cli_main
 from alexnet.errors import EXIT_CONFIG
+from alexnet.evaluate import score
+from alexnet.io import write_json
 from alexnet.model import METADATA_FILE, MODEL_FILE, load_model, save_model
 from alexnet.params import PromoteParams
 from alexnet.promote import promote
@@ -162,12 +164,15 @@ def test_saved_model_loads_and_promoted_champion_stays_loadable(tmp_path, image)
     model, loaded = load_model(model_dir)
     assert loaded == meta and model.output_shape == (None, len(CLASSES))
     assert _predict(model_dir, image) == 0
+    # The gate scores on a test split: one red and one blue image, both called right.
+    cache = make_cache(tmp_path / "data", np.stack([colour_image((255, 0, 0)),
+                                                    colour_image((0, 0, 255))]),
+                       [0, len(CLASSES) - 1])
     metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"accuracy": 0.9, "classes": CLASSES,
-                                   "model_sha256": meta["model_sha256"]}))
+    write_json(metrics, score(model_dir, cache, 2).metrics)
     champion = tmp_path / "champion"
     assert promote(model_dir, metrics, champion, tmp_path / "promotion.json",
-                   PromoteParams()).promote
+                   PromoteParams(), cache_dir=cache).promote
     load_model(champion)
     assert _predict(champion, image) == 0
 

@@ -212,3 +212,22 @@ def test_broken_symlink_is_counted_not_fatal(tmp_path):
     (source / "a" / "gone.jpg").symlink_to(tmp_path / "does-not-exist.jpg")
     summary, rows, _ = _ingest(tmp_path, source)
     assert summary["ignored"] == {"not a regular file": 1} and len(rows) == 2
+
+
+def test_empty_class_folders_are_named_in_the_summary(tmp_path):
+    """A class folder with no image used to vanish without a word (the user counts 3 classes,
+    the model has 2): the summary lists each one, relative to the source."""
+    files = {f"training_set/training_set/cats/{k}": v for k, v in _jpgs("cat", 3, 0).items()}
+    files |= {f"training_set/training_set/dogs/{k}": v for k, v in _jpgs("dog", 2, 10).items()}
+    files |= {"training_set/training_set/fish/notes.txt": b"no fish yet"}
+    source = write_tree(tmp_path / "src", files)
+    (source / "training_set/training_set/birds").mkdir()
+    summary, _, out = _ingest(tmp_path, source)
+    assert summary["classes"] == ["cats", "dogs"]
+    assert summary["empty_class_folders"] == ["training_set/training_set/birds",
+                                              "training_set/training_set/fish"]
+    assert json.loads((out / "reports" / "ingest.json").read_text()) == summary
+    full, _, _ = _ingest(tmp_path / "again", write_tree(tmp_path / "src2", {
+        f"a/{k}": v for k, v in _jpgs("a", 2, 0).items()} | {
+        f"b/{k}": v for k, v in _jpgs("b", 2, 5).items()}))
+    assert full["empty_class_folders"] == []

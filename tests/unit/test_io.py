@@ -68,3 +68,43 @@ def test_link_or_copy_links_and_never_writes_over_a_file(tmp_path):
     with pytest.raises(FileExistsError):
         link_or_copy(other, tmp_path / "sub/b.npy")
     assert src.read_bytes() == b"pixels"
+
+
+# Writes every kind of atomic output, then prints the mode of each (run under a given umask).
+_WRITE_OUTPUTS = """
+import json, os, sys
+from pathlib import Path
+from alexnet.io import atomic_dir, atomic_open, atomic_path, write_csv, write_json
+out = Path(sys.argv[1])
+with atomic_path(out / "figure.png", suffix=".png") as tmp:
+    with open(tmp, "wb") as fh:  # a writer that opens the temporary path, as savefig does
+        fh.write(b"png")
+with atomic_open(out / "log.txt") as fh:
+    fh.write("text")
+write_json(out / "metrics.json", {"a": 1})
+write_csv(out / "rows.csv", ["a"], [{"a": 1}])
+with atomic_dir(out / "candidate") as tmp:
+    write_json(tmp / "model.json", {"classes": ["a", "b"]})
+paths = ["figure.png", "log.txt", "metrics.json", "rows.csv", "candidate",
+         "candidate/model.json"]
+print(json.dumps({p: oct((out / p).stat().st_mode & 0o777) for p in paths}))
+"""
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode",
+                         [(0o022, "0o644", "0o755"), (0o027, "0o640", "0o750")],
+                         ids=["umask-022", "umask-027"])
+def test_atomic_outputs_get_the_usual_permissions(tmp_path, umask, file_mode, dir_mode):
+    """mkstemp creates 0600 and mkdtemp 0700: a teammate or a serving process could not read
+    models/candidate or the figures. Outputs get what a plain open()/mkdir() would give."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _WRITE_OUTPUTS, str(tmp_path)], text=True,
+                          capture_output=True, preexec_fn=lambda: os.umask(umask), check=True)
+    modes = json.loads(proc.stdout)
+    assert modes == {"figure.png": file_mode, "log.txt": file_mode, "metrics.json": file_mode,
+                     "rows.csv": file_mode, "candidate": dir_mode,
+                     "candidate/model.json": file_mode}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from PIL import Image
 
 from alexnet.predict import expand_paths, format_results, predict
+from tests.conftest import tool_env
 from tests.unit.test_evaluate import BLUE, RED, make_model_dir
 
 
@@ -99,3 +101,84 @@ def test_format_results_json_csv_table():
     assert table[2] == "ERROR bad,name.jpg: cannot decode image: OSError: truncated"
     with pytest.raises(ValueError, match="unknown format"):
         format_results(RESULTS, ERRORS, "xml")
+
+
+# --------------------------------------------------------------------------- which model, which classes
+
+def _project(root, model_dir, champion_classes, source_classes, cache_classes=None):
+    """A project dir: models/champion trained on `champion_classes`, params.yaml's ingest.source
+    holding one folder per class of `source_classes` (None: the source does not exist), and
+    optionally a cache index with `cache_classes`."""
+    import shutil
+
+    champion = root / "models/champion"
+    champion.mkdir(parents=True)
+    shutil.copy(model_dir / "model.keras", champion / "model.keras")
+    meta = json.loads((model_dir / "model.json").read_text())
+    (champion / "model.json").write_text(json.dumps({**meta, "classes": champion_classes}))
+    (root / "params.yaml").write_text("ingest: {source: data/mine}\n")
+    for i, name in enumerate(source_classes or []):
+        for j in range(2):
+            write_image(root / "data/mine" / name / f"{name}.{j}.jpg", RED if i else BLUE)
+    if cache_classes:
+        (root / "data/cache").mkdir(parents=True)
+        (root / "data/cache/index.json").write_text(json.dumps({"classes": cache_classes}))
+    return write_image(root / "photo.png", RED)
+
+
+def _predict_cli(root, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alexnet.cli", "predict", *args], cwd=root,
+                          env=tool_env(), text=True, capture_output=True, timeout=300)
+
+
+def _log_lines(stderr):
+    return [line for line in stderr.splitlines()
+            if re.search(r" (DEBUG|INFO|WARNING|ERROR) alexnet[.:]", line)]
+
+
+def test_predict_refuses_a_champion_of_other_classes_than_the_configured_data(tmp_path,
+                                                                             model_dir):
+    """After the demo, `alexnet predict` used to answer 'boot.3.jpg  disks  0.80' without a
+    warning. It now says which model and classes it uses, and refuses with the fix."""
+    _project(tmp_path, model_dir, ["disks", "stripes"], ["boot", "tshirt"])
+    proc = _predict_cli(tmp_path, "photo.png")
+    assert proc.returncode == 78 and proc.stdout == ""
+    lines = _log_lines(proc.stderr)
+    assert len(lines) == 2, proc.stderr
+    assert "predicting with models/champion (classes: disks, stripes" in lines[0]
+    assert "ERROR" in lines[1] and "['disks', 'stripes']" in lines[1]
+    assert "['boot', 'tshirt']" in lines[1] and "ingest.source" in lines[1]
+    assert "dvc repro" in lines[1] and "--model" in lines[1]
+
+    # Asked for by name, the same model answers (and still says what it is).
+    proc = _predict_cli(tmp_path, "photo.png", "--model", "models/champion")
+    assert proc.returncode == 0 and "disks" in proc.stdout
+    assert "predicting with models/champion (classes: disks, stripes" in proc.stderr
+
+
+def test_predict_checks_the_cache_classes_when_the_source_is_gone(tmp_path, model_dir):
+    _project(tmp_path, model_dir, ["disks", "stripes"], None, cache_classes=["boot", "tshirt"])
+    proc = _predict_cli(tmp_path, "photo.png")
+    assert proc.returncode == 78 and "data/cache/index.json" in proc.stderr
+
+
+def test_predict_with_the_champion_of_the_configured_classes(tmp_path, model_dir):
+    _project(tmp_path, model_dir, ["boot", "tshirt"], ["boot", "tshirt"],
+             cache_classes=["boot", "tshirt"])
+    proc = _predict_cli(tmp_path, "photo.png", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["label"] == "boot"
+    assert len(_log_lines(proc.stderr)) == 2  # which model; how many classified
+
+
+def test_predict_with_no_champion_yet_says_what_to_do(tmp_path, model_dir):
+    (tmp_path / "models/champion").mkdir(parents=True)
+    write_image(tmp_path / "photo.png", RED)
+    proc = _predict_cli(tmp_path, "photo.png")
+    assert proc.returncode == 78
+    lines = _log_lines(proc.stderr)
+    assert len(lines) == 1 and "no model yet" in lines[0] and "dvc repro" in lines[0]
+    assert "models/champions" in lines[0]

@@ -34,7 +34,10 @@ def run(tmp_path):
     evaluate(model_dir, cache, EvaluateParams(batch_size=4), r / "metrics.json",
              r / "predictions.csv", r / "figures", r / "roc.csv", make_dvclive(tmp_path))
     promote(model_dir, r / "metrics.json", tmp_path / "champion", r / "promotion.json",
-            PromoteParams(min_accuracy=0.5))
+            PromoteParams(min_accuracy=0.5), cache_dir=cache)
+    (r / "ingest.json").write_text(json.dumps({
+        "layout": "class_folders", "classes": classes, "files_seen": 13, "ingested": 12,
+        "ignored": {"system file": 1}, "empty_class_folders": ["birds", "<fish>"]}))
     (r / "validation.json").write_text(json.dumps({
         "total": 12, "valid": 10, "quarantined": 2,
         "by_reason": {"truncated file": 1, "<too small>": 1}}))
@@ -45,7 +48,7 @@ def test_write_report_is_one_self_contained_page(run):
     model_dir, r = run
     summary = write_report(r / "report.html", r / "metrics.json", r / "promotion.json", model_dir,
                            r / "figures", validation_path=r / "validation.json",
-                           summary_path=r / "summary.md")
+                           summary_path=r / "summary.md", ingest_path=r / "ingest.json")
     page = (r / "report.html").read_text(encoding="utf-8")
 
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -61,10 +64,17 @@ def test_write_report_is_one_self_contained_page(run):
     assert "&lt;too small&gt;" in page and "truncated file" in page
     assert "train.epochs" in page and "2.15.1" in page and "abc123" in page
     assert "No previous champion" in page
+    promotion = json.loads((r / "promotion.json").read_text())
+    assert f"<td>test set sha256 (both scored on it)</td><td>{promotion['test_data_sha256']}" \
+        in page
+    assert "first model of this class set" in page
+    assert "2 empty class folder(s) dropped" in page and "birds, &lt;fish&gt;" in page
 
     assert (r / "summary.md").read_text() == summary
     assert "| accuracy | 0.8333 |" in summary and "**Promoted**" in summary
     assert "<script>" not in summary
+    assert f"sha256 {promotion['test_data_sha256']}" in summary
+    assert "Empty class folders dropped (not classes): birds, " in summary
     assert not list(r.glob(".*"))  # atomic writes left no temp files
 
 

@@ -158,3 +158,24 @@ def test_too_few_per_class_names_the_class(tmp_path):
         _run(tmp_path, ValidateParams(max_bad_fraction=0.5, min_per_class=13))
     assert "dogs" not in str(exc.value)
     assert (tmp_path / "reports" / "validate.json").exists()
+
+
+def test_one_class_is_refused_at_validate_with_exit_65(tmp_path, monkeypatch):
+    """One class used to pass validate, split and preprocess and fail in train with two
+    tracebacks (after DVC had deleted models/candidate): refuse it here, in one line."""
+    from alexnet.cli import main
+
+    source = tmp_path / "source"
+    write_tree(source, {f"boots/boot.{i}.jpg": image_bytes("JPEG", size=(40, 40), seed=i)
+                        for i in range(12)})
+    data, reports = tmp_path / "data", tmp_path / "reports"  # the CLI's default paths
+    raw = data / "raw"
+    ingest(source, raw, data / "manifest.csv", reports / "ingest.json", IngestParams())
+    (tmp_path / "params.yaml").write_text("validate: {min_per_class: 5}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as exc:
+        validate(raw, data / "manifest.csv", data / "validated.csv", reports / "q.csv",
+                 reports / "validate.json", ValidateParams(min_per_class=5), workers=1)
+    message = str(exc.value)
+    assert "\n" not in message and "'boots'" in message and "at least two" in message
+    assert main(["validate", "--workers", "1"]) == 65
