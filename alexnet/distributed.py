@@ -229,7 +229,7 @@ def resume_state(p: TrainParams, cache_dir: Path, checkpoint_dir: Path,
     Raises:
         OutputError: a directory holds files this pipeline did not write (nothing is deleted).
     """
-    claim_output_dir(checkpoint_dir)
+    claim_output_dir(checkpoint_dir)  # first: refuse before reading anything else
     claim_output_dir(live_dir)
     expected = fingerprint(p, cache_dir)
     state = read_state(checkpoint_dir, expected)
@@ -278,14 +278,14 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     rank, size = hvd.rank(), hvd.size()
     configure_tensorflow(p)
 
-    index = read_index(cache_dir)
-    classes, image_size = index["classes"], index["image_size"]
-    train_arrays, val_arrays = open_split(cache_dir, "train"), open_split(cache_dir, "val")
     # Horovod: rank 0 alone touches the checkpoint directory and decides where to start; the
     # other ranks receive its state (start epoch, early-stopping counters), so hosts without a
     # shared filesystem agree (Horovod's keras_imagenet_resnet50 broadcasts resume_from_epoch).
     state = resume_state(p, cache_dir, checkpoint_dir, live_dir) if rank == 0 else None
     state = hvd_tf.broadcast_object(state, root_rank=0, name="resume_state")
+    index = read_index(cache_dir)
+    classes, image_size = index["classes"], index["image_size"]
+    train_arrays, val_arrays = open_split(cache_dir, "train"), open_split(cache_dir, "val")
     # A state at p.epochs (or stopped early) means training finished but the run died before
     # saving the model.
     start_epoch = p.epochs if state.get("stopped_early") else min(state["epoch"], p.epochs)

@@ -224,11 +224,3 @@ def test_checkpoints_of_other_params_are_dropped(cached, tmp_path):
     kept = sorted(p.name for p in (ws / "models/checkpoints").glob("epoch-*"))
     assert kept == ["epoch-0002"]
 
-
-def test_checkpoint_dir_with_other_files_is_not_deleted(cached, tmp_path):
-    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 1})
-    mine = tmp_path / "not-checkpoints"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep me")
-    run(["alexnet", "train", "--checkpoint-dir", str(mine)], ws, timeout=600)
-    assert (mine / "notes.txt").read_text() == "keep me"
