@@ -54,7 +54,7 @@ horovod:
 	  || { echo "Horovod was built without Gloo support"; exit 1; }
 
 run: setup
-	$(PY) -m flows.train_alexnet --demo
+	$(PY) -m flows.train_alexnet
 
 test: setup
 	$(PY) -m pytest

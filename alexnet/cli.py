@@ -65,8 +65,13 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    from alexnet.io import claim_output_dir
     from alexnet.train import launch
 
+    # Kept and updated across runs, so checked here, before any worker starts: a directory that
+    # the pipeline did not write is refused (exit 78), never cleaned.
+    claim_output_dir(a.checkpoint_dir)
+    claim_output_dir(a.live_dir)
     launch(load_params(a.params).train, a.params, a.cache, a.model_dir, a.checkpoint_dir,
            a.live_dir)
 

@@ -6,12 +6,19 @@
 
 This is the only module that imports Horovod. It follows Horovod's tensorflow2_keras_mnist.py:
 each line that exists because of data parallelism is marked "# Horovod:". Rank 0 alone writes
-files (model, checkpoints, DVCLive logs); every rank reads the same memmap cache, its own shard.
+files (model, checkpoints, DVCLive logs); every rank reads the same memmap cache, its own slice of
+each global batch. The world size is an implementation detail: `train.batch_size` is the global
+batch, each step's global batch holds the same images whatever the number of workers (data.py),
+gradients are averaged, and the learning rate is NOT rescaled, so N workers compute what one
+would (up to float rounding).
 
-Resume: after every epoch rank 0 writes a checkpoint (weights + optimizer state) and a state file.
-A rerun with the same params and data restores it on every rank and continues from the next epoch,
-seeing the same batches an uninterrupted run would have seen (see data.py). Keras' own
-BackupAndRestore cannot do this under Horovod: each rank would restore its own copy and write it.
+Resume, as Horovod's keras_imagenet_resnet50.py does it: after every epoch rank 0 writes one
+checkpoint folder (weights, optimizer state, best weights so far) and then the state file naming
+it. A rerun with the same params and data: rank 0 alone reads the state and the checkpoint,
+broadcasts the state (start epoch, early-stopping counters) and then the restored variables to
+every rank, and training continues from the next epoch, seeing the batches, augmentation, dropout
+masks and learning rate an uninterrupted run would have seen. Keras' own BackupAndRestore cannot
+do this under Horovod: each rank would restore its own copy and write it.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from alexnet.cache import INDEX, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
 from alexnet.errors import PipelineError, TrainingError
 from alexnet.fingerprint import fingerprint as code_fingerprint
-from alexnet.io import atomic_dir, write_json
+from alexnet.io import atomic_dir, claim_output_dir, link_or_copy, write_json
 from alexnet.model import build_alexnet, save_model
 from alexnet.params import TrainParams, load_params
 from alexnet.versions import library_versions
 
 _logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
+BEST_WEIGHTS = "best.weights.h5"  # in each epoch-NNNN folder: the best weights up to that epoch
 
 
 def fingerprint(p: TrainParams, cache_dir: Path) -> str:
@@ -60,7 +68,35 @@ def _sha_list(cache_dir: Path, split: str) -> str:
     return hashlib.sha256("\n".join(sha.tolist()).encode()).hexdigest()
 
 
-def make_optimizer(p: TrainParams, lr: float) -> tf.keras.optimizers.Optimizer:
+@tf.keras.utils.register_keras_serializable(package="alexnet")
+class LinearWarmup(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """`learning_rate` * min(1, (step + 1) / warmup_steps): a linear ramp, then constant.
+
+    Driven by the optimizer's own step counter, which every checkpoint holds, so a resumed run
+    continues the ramp exactly where the killed one was. The world size plays no part in it.
+    (Registered because Horovod's DistributedOptimizer rebuilds the optimizer from its config.)
+    """
+
+    def __init__(self, learning_rate: float, warmup_steps: int) -> None:
+        super().__init__()
+        self.learning_rate, self.warmup_steps = float(learning_rate), max(1, int(warmup_steps))
+
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / self.warmup_steps)
+        return self.learning_rate * ramp
+
+    def get_config(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+def learning_rate(p: TrainParams, steps_per_epoch: int) -> float | LinearWarmup:
+    """train.learning_rate as given (never scaled by the world size), with the optional warm-up."""
+    if not p.warmup_epochs:
+        return p.learning_rate
+    return LinearWarmup(p.learning_rate, p.warmup_epochs * steps_per_epoch)
+
+
+def make_optimizer(p: TrainParams, lr: float | LinearWarmup) -> tf.keras.optimizers.Optimizer:
     if p.optimizer == "sgd":
         return tf.keras.optimizers.SGD(learning_rate=lr, momentum=p.momentum)
     return tf.keras.optimizers.Adam(learning_rate=lr)
@@ -77,8 +113,67 @@ class NanGuard(tf.keras.callbacks.Callback):
                                 "(try a lower train.learning_rate); no model was written")
 
 
+class DropoutSeeds(tf.keras.callbacks.Callback):
+    """Reseed every dropout layer at the start of each epoch from (seed, epoch, rank).
+
+    The masks then differ between ranks (each drops units for its own images) and a resumed
+    epoch draws the masks the uninterrupted run drew. Needs Keras' tf.random.Generator-based
+    dropout (configure_tensorflow enables it): the legacy stateful ops keep their state in the
+    kernel, out of reach of a checkpoint.
+    """
+
+    def __init__(self, seed: int, rank: int) -> None:
+        super().__init__()
+        self.seed, self.rank = seed, rank
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for i, layer in enumerate(self.model.layers):
+            generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+            if generator is not None:
+                key = np.random.SeedSequence([self.seed, epoch, self.rank, i]).generate_state(1)
+                generator.reset_from_seed(int(key[0]))
+
+
+class ResumedEarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters continue the resumed run's instead of starting from zero.
+
+    Its `best` and `wait` are exactly what the checkpoint state records: the best monitored
+    value (same strict comparison as EpochCheckpoint) and the epochs completed since it.
+    """
+
+    def __init__(self, state: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resumed = dict(state)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.resumed.get("best_epoch"):
+            self.best = self.resumed["best"]
+            self.best_epoch = self.resumed["best_epoch"] - 1
+            self.wait = self.resumed["epoch"] - self.resumed["best_epoch"]
+
+
+def _epoch_folder(directory: Path, checkpoint: str | None) -> Path | None:
+    """The epoch-NNNN folder a state file's `checkpoint` names, if it is one of `directory`.
+
+    The name comes from a file on disk: never follow it anywhere else.
+    """
+    if not checkpoint:
+        return None
+    folder = Path(checkpoint).parent
+    if len(folder.parts) == 1 and folder.name.startswith("epoch-"):
+        return directory / folder
+    return None
+
+
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Rank 0: after each epoch, save weights+optimizer (for resume) and the best weights so far."""
+    """Rank 0: after each epoch, one folder epoch-NNNN with the weights + optimizer state (for
+    resume) and the best weights so far, then the state file pointing at it.
+
+    A kill at any moment leaves either the old or the new state, each naming a complete folder
+    whose best weights match its `best_epoch`. Must come after EarlyStopping in the callback list,
+    so that the state records whether training stopped early.
+    """
 
     def __init__(self, directory: Path, checkpoint: tf.train.Checkpoint, monitor: str,
                  state: dict[str, Any]) -> None:
@@ -94,26 +189,24 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = float(logs.get(self.monitor, float("nan")))
+        name = f"epoch-{epoch + 1:04d}"
+        folder = self.directory / name
+        if folder.exists():  # left by a run killed before its state file named it
+            shutil.rmtree(folder)
+        prefix = self.checkpoint.write(str(folder / "ckpt"))
+        old = _epoch_folder(self.directory, self.state.get("checkpoint"))
         if math.isfinite(value) and self._better(value):
+            self.model.save_weights(folder / BEST_WEIGHTS)
             self.state.update(best=value, best_epoch=epoch + 1)
-            # The suffix picks the format, so the temporary name must end in .h5 too.
-            tmp = self.directory / ".best.tmp.weights.h5"
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.directory / "best.weights.h5")
-        # Write the new checkpoint under a new prefix, then point the state file at it: a kill at
-        # any moment leaves either the old or the new state, both complete.
-        prefix = self.checkpoint.write(str(self.directory / f"epoch-{epoch + 1:04d}" / "ckpt"))
-        old = self.state.get("checkpoint")
+        elif old is not None and (old / BEST_WEIGHTS).is_file():
+            link_or_copy(old / BEST_WEIGHTS, folder / BEST_WEIGHTS)  # a hard link: no copy
         self.state.update(epoch=epoch + 1, checkpoint=os.path.relpath(prefix, self.directory),
+                          stopped_early=bool(self.model.stop_training),
                           history=self.state.get("history", []) + [
                               {k: float(v) for k, v in logs.items()}])
         write_json(self.directory / STATE_FILE, self.state)
-        if old and old != self.state["checkpoint"]:
-            # `old` comes from a file on disk: delete only an epoch-NNNN folder of this
-            # directory, never a path the state file might name elsewhere.
-            folder = Path(old).parent
-            if len(folder.parts) == 1 and folder.name.startswith("epoch-"):
-                shutil.rmtree(self.directory / folder, ignore_errors=True)
+        if old is not None and old != folder:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def read_state(checkpoint_dir: Path, expected: str) -> dict[str, Any] | None:
@@ -127,6 +220,25 @@ def read_state(checkpoint_dir: Path, expected: str) -> dict[str, Any] | None:
                      checkpoint_dir)
         return None
     return state
+
+
+def resume_state(p: TrainParams, cache_dir: Path, checkpoint_dir: Path,
+                 live_dir: Path) -> dict[str, Any]:
+    """Rank 0: claim the output directories and read the state to resume from (or a fresh one).
+
+    Raises:
+        OutputError: a directory holds files this pipeline did not write (nothing is deleted).
+    """
+    claim_output_dir(checkpoint_dir)  # first: refuse before reading anything else
+    claim_output_dir(live_dir)
+    expected = fingerprint(p, cache_dir)
+    state = read_state(checkpoint_dir, expected)
+    if state is None and (checkpoint_dir / STATE_FILE).is_file():
+        # Checkpoints of other params or data can never be resumed: drop them, so they do not
+        # pile up run after run. claim_output_dir checked that the directory is ours.
+        shutil.rmtree(checkpoint_dir)
+        claim_output_dir(checkpoint_dir)
+    return state or {"fingerprint": expected, "epoch": 0}
 
 
 def configure_tensorflow(p: TrainParams) -> None:
@@ -147,8 +259,10 @@ def configure_tensorflow(p: TrainParams) -> None:
     cv2.setNumThreads(1)
     if p.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "mixed_bfloat16")
-    # Same initial weights everywhere (rank 0's are broadcast anyway); per-rank dropout masks.
+    # Same initial weights everywhere (rank 0's are broadcast anyway).
     tf.keras.utils.set_random_seed(p.seed + hvd.rank())
+    # Dropout through tf.random.Generator, whose state DropoutSeeds resets each epoch.
+    tf.keras.backend.experimental.enable_tf_random_generator()
     if p.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -164,60 +278,53 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     rank, size = hvd.rank(), hvd.size()
     configure_tensorflow(p)
 
+    # Horovod: rank 0 alone touches the checkpoint directory and decides where to start; the
+    # other ranks receive its state (start epoch, early-stopping counters), so hosts without a
+    # shared filesystem agree (Horovod's keras_imagenet_resnet50 broadcasts resume_from_epoch).
+    state = resume_state(p, cache_dir, checkpoint_dir, live_dir) if rank == 0 else None
+    state = hvd_tf.broadcast_object(state, root_rank=0, name="resume_state")
     index = read_index(cache_dir)
     classes, image_size = index["classes"], index["image_size"]
     train_arrays, val_arrays = open_split(cache_dir, "train"), open_split(cache_dir, "val")
-    expected = fingerprint(p, cache_dir)
-    state = read_state(checkpoint_dir, expected)
-    # A state at p.epochs means training finished but the run died before saving the model.
-    start_epoch = min(state["epoch"], p.epochs) if state else 0
-    if state is None and rank == 0 and (checkpoint_dir / STATE_FILE).is_file():
-        # Checkpoints of other params or data can never be resumed: drop them, so they do not
-        # pile up run after run. Only a directory holding our state file: the path is an
-        # argument, and a mistyped one must not delete anything else.
-        shutil.rmtree(checkpoint_dir)
-    state = state or {"fingerprint": expected, "epoch": 0}
-
-    model = build_alexnet(len(classes), image_size, p.dropout, seed=p.seed)
-    # Horovod: scale the learning rate by the number of workers (the global batch grows with it).
-    scaled_lr = p.learning_rate * size
-    # Horovod: wrap the optimizer so gradients are averaged across workers with allreduce.
-    optimizer = hvd.DistributedOptimizer(make_optimizer(p, scaled_lr))
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy())
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    if start_epoch:
-        optimizer.build(model.trainable_variables)
-        checkpoint.read(str(checkpoint_dir / state["checkpoint"])).assert_existing_objects_matched()
-        if rank == 0:
-            _logger.info("resuming from epoch %d of %d (%s)", start_epoch, p.epochs, checkpoint_dir)
+    # A state at p.epochs (or stopped early) means training finished but the run died before
+    # saving the model.
+    start_epoch = p.epochs if state.get("stopped_early") else min(state["epoch"], p.epochs)
 
     shard = Sharding(rank, size, p.batch_size)
     train_ds, steps = train_dataset(train_arrays, shard, p.augment, p.seed, start_epoch, p.epochs)
     val_ds, _ = eval_dataset(val_arrays, shard.local_batch, rank, size)
 
+    model = build_alexnet(len(classes), image_size, p.dropout, seed=p.seed)
+    # Horovod: NO learning-rate scaling. train.batch_size is the global batch, whatever the
+    # number of workers, so the single-worker learning rate is the right one.
+    lr = learning_rate(p, steps)
+    # Horovod: wrap the optimizer so gradients are averaged across workers with allreduce.
+    optimizer = hvd.DistributedOptimizer(make_optimizer(p, lr))
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy())
+    optimizer.build(model.trainable_variables)  # its variables exist before the broadcast
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    if start_epoch and rank == 0:
+        checkpoint.read(str(checkpoint_dir / state["checkpoint"])).assert_existing_objects_matched()
+        _logger.info("resuming from epoch %d of %d (%s)", start_epoch, p.epochs, checkpoint_dir)
+    # Horovod: broadcast rank 0's (random or restored) weights and optimizer state before the
+    # first step. BroadcastGlobalVariablesCallback does it only after the first batch, which
+    # would average in a gradient computed from another rank's un-restored weights.
+    hvd_tf.broadcast_variables(model.variables, root_rank=0)
+    hvd_tf.broadcast_variables(list(optimizer.variables), root_rank=0)
+
     callbacks: list[tf.keras.callbacks.Callback] = [
-        # Horovod: broadcast initial variable states from rank 0 to all other processes, so all
-        # start from the same (random or restored) weights.
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         # Horovod: average metrics among workers at the end of every epoch; must come before
         # every metric-based callback (checkpoint selection, early stopping, logging).
         hvd.callbacks.MetricAverageCallback(),
         NanGuard(),
+        DropoutSeeds(p.seed, rank),
     ]
-    if p.warmup_epochs and size > 1:
-        # Horovod: ramp lr from lr to lr*size over the first epochs (Goyal et al. 2017).
-        # momentum_correction assumes the legacy optimizers' momentum *variable*; Keras 2.11+
-        # optimizers hold a float there and the callback crashes on it, so it is off.
-        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=scaled_lr, warmup_epochs=p.warmup_epochs, steps_per_epoch=steps,
-            momentum_correction=False, verbose=0))
     if p.patience:
         # On every rank: all ranks see the same averaged metric, so they stop together.
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=p.monitor, patience=p.patience))
+        callbacks.append(ResumedEarlyStopping(state, monitor=p.monitor, patience=p.patience))
     if rank == 0:
         # Horovod: checkpoints and logs on rank 0 only, to keep workers from corrupting them.
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(EpochCheckpoint(checkpoint_dir, checkpoint, p.monitor, state))
         callbacks.append(_dvclive_callback(live_dir, resume=start_epoch > 0))
         # `tensorboard --logdir models/checkpoints/tensorboard`; a resumed run appends to it.
@@ -231,7 +338,7 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
                   verbose=2 if rank == 0 else 0)
 
     if rank == 0:
-        _save_model(p, index, cache_dir, model_dir, checkpoint_dir, size, scaled_lr)
+        _save_model(p, index, cache_dir, model_dir, checkpoint_dir, size, steps, model)
     # Horovod: every rank waits until rank 0 has written the model.
     hvd_tf.broadcast_object(rank, root_rank=0, name="model_saved")
     return model
@@ -246,20 +353,34 @@ def _dvclive_callback(live_dir: Path, resume: bool) -> tf.keras.callbacks.Callba
 
 
 def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
-                checkpoint_dir: Path, size: int, scaled_lr: float) -> dict[str, Any]:
-    """Rank 0: write the best weights (by the val monitor) as a plain Keras model + metadata."""
+                checkpoint_dir: Path, size: int, steps: int, last: tf.keras.Model) -> dict[str, Any]:
+    """Rank 0: write the best weights (by the val monitor) as a plain Keras model + metadata.
+
+    The best weights are those of the checkpoint the state file names; `last` (the weights
+    training ended with) stands in when no epoch had a finite monitored value.
+    """
     state = json.loads((checkpoint_dir / STATE_FILE).read_text())
     best = build_alexnet(len(index["classes"]), index["image_size"], p.dropout)
-    best.load_weights(checkpoint_dir / "best.weights.h5")
+    folder = _epoch_folder(checkpoint_dir, state.get("checkpoint"))
+    if folder is not None and (folder / BEST_WEIGHTS).is_file():
+        best.load_weights(folder / BEST_WEIGHTS)
+    else:
+        best.set_weights(last.get_weights())
     metadata = {
         "classes": index["classes"],
         "image_size": index["image_size"],
         "resize": index["resize"],
         "params": {"train": dataclasses.asdict(p)},
         "world_size": size,
-        "effective_learning_rate": scaled_lr,
+        # What the optimizer used: train.learning_rate itself (never scaled by the world size),
+        # after a linear ramp over warmup_steps steps when train.warmup_epochs is set.
+        "learning_rate": p.learning_rate,
+        "warmup": {"epochs": p.warmup_epochs, "steps": p.warmup_epochs * steps,
+                   "from": p.learning_rate / (p.warmup_epochs * steps)} if p.warmup_epochs else None,
         "global_batch_size": p.batch_size,
+        "steps_per_epoch": steps,
         "epochs_completed": state["epoch"],
+        "stopped_early": bool(state.get("stopped_early")),
         "best_epoch": state.get("best_epoch"),
         "monitor": {"name": p.monitor, "value": state.get("best")},
         "history": state.get("history", []),

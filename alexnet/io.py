@@ -165,3 +165,28 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def claim_output_dir(path: str | Path) -> Path:
+    """Make `path` an output directory this pipeline may clean, and return it.
+
+    For outputs that are kept and updated in place across runs (training checkpoints, DVCLive
+    logs) rather than replaced by atomic_dir: the same rule applies. An absent or empty directory
+    is created and marked with OUTPUT_MARKER; a marked one is returned as it is.
+
+    Raises:
+        OutputError: `path` is a link or a file, or a non-empty directory this pipeline did not
+            write.
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputError(f"{path}: refusing to use this as an output directory: it is not a "
+                          "directory (a file or a link). Choose another output path.")
+    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
+        raise OutputError(f"{path}: refusing to write into this directory: it was not written by "
+                          f"alexnet (no {OUTPUT_MARKER} in it) and is not empty. Choose another "
+                          "output path, or move it away yourself.")
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / OUTPUT_MARKER).is_file():
+        (path / OUTPUT_MARKER).write_text("Written by alexnet; its next run may clean it.\n")
+    return path

@@ -92,7 +92,7 @@ class TrainParams:
     optimizer: Literal["sgd", "adam"] = "sgd"
     learning_rate: float = 0.1
     momentum: float = 0.0
-    warmup_epochs: int = 3
+    warmup_epochs: int = 0
     dropout: float = 0.5
     workers: int = 2
     hosts: str = "localhost"
@@ -106,8 +106,11 @@ class TrainParams:
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs must be at least 1")
         _check(self.workers >= 1, "train.workers must be at least 1")
-        _check(self.batch_size >= self.workers,
-               "train.batch_size is the global batch: it must be at least train.workers")
+        _check(self.batch_size >= self.workers and self.batch_size % self.workers == 0,
+               f"train.batch_size is the global batch, split evenly across workers: it must be "
+               f"a multiple of train.workers ({self.batch_size} images cannot be split into "
+               f"{self.workers} equal slices)")
+        _check(self.seed >= 0, "train.seed must be >= 0")
         _check(self.learning_rate > 0, "train.learning_rate must be positive")
         _check(0 <= self.dropout < 1, "train.dropout must be in [0, 1)")
         _check(self.warmup_epochs >= 0 and self.patience >= 0,

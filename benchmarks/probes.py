@@ -29,7 +29,7 @@ def _jpeg_dataset(paths: list[str], batch: int, size: int, augment) -> "tf.data.
     """The naive tf.data alternative: decode every JPEG every epoch, resize, same augmentation."""
     import tensorflow as tf
 
-    from alexnet.data import augment_batch
+    from alexnet.data import augment_batch, image_uniforms
 
     labels = [0 if Path(p).name.startswith("cat") else 1 for p in paths]
 
@@ -38,8 +38,9 @@ def _jpeg_dataset(paths: list[str], batch: int, size: int, augment) -> "tf.data.
         return tf.cast(tf.image.resize(img, [size, size]), tf.uint8), label
 
     def warp(x, y, step):
-        x = tf.numpy_function(lambda a, s: augment_batch(a, (0, int(s)), augment), [x, step],
-                              tf.uint8, stateful=False)
+        x = tf.numpy_function(
+            lambda a, s: augment_batch(a, image_uniforms(0, int(s), np.arange(len(a))), augment),
+            [x, step], tf.uint8, stateful=False)
         return tf.ensure_shape(x, [batch, size, size, 3]), y
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=0).repeat()

@@ -9,7 +9,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from alexnet.io import atomic_open
-from alexnet.params import apply_overrides, load_params
+from alexnet.params import Params, apply_overrides, load_params, parse_params
 
 SAMPLE_SOURCE = "data/sample"  # ingest.source's default: generated on demand
 
@@ -84,3 +84,26 @@ def pipeline_files(workspace: Path) -> list[str]:
             elif rel.suffix == ".py" and (root / rel.parts[0] / "__init__.py").is_file():
                 files.add(rel.parts[0])
     return sorted(files)
+
+
+def _get(params: Params, dotted: str) -> Any:
+    node: Any = params
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
+
+
+def demo_settings(workspace: Path, overrides: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any]:
+    """The demo settings to add to `overrides` for this run (what `make run` has always done).
+
+    Only when the run trains on the built-in sample (after the caller's overrides), and only for
+    keys the caller does not set and params.yaml still holds at the reference default: an
+    explicit choice, the caller's or the file's, wins. On the user's own data: nothing.
+    """
+    data = YAML(typ="safe").load((workspace / "params.yaml").read_text()) or {}
+    params = parse_params(apply_overrides(data, overrides))
+    if Path(params.ingest.source) != Path(SAMPLE_SOURCE):
+        return {}
+    reference = Params()
+    return {k: v for k, v in demo.items()
+            if k not in overrides and _get(params, k) == _get(reference, k)}

@@ -38,22 +38,64 @@ def fresh_copy(cached, tmp_path, overrides):
     return ws
 
 
+def rank_weights(ws, out, workers, check=True):
+    """`horovodrun -np WORKERS rank_weights.py`: train, save each rank's final weights in out."""
+    out.mkdir(parents=True, exist_ok=True)
+    return run([str(VENV_BIN / "horovodrun"), "-np", str(workers), "-H",
+                f"localhost:{workers}", "--gloo", sys.executable, str(HERE / "rank_weights.py"),
+                str(ws / "params.yaml"), str(ws / "data/cache"), str(out)],
+               ws, timeout=600, check=check)
+
+
 def test_two_workers_end_with_identical_weights(cached, tmp_path):
     ws = fresh_copy(cached, tmp_path, {"train.epochs": 2, "train.workers": 2})
     out = tmp_path / "out"
-    out.mkdir()
-    run([str(VENV_BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable,
-         str(HERE / "rank_weights.py"), str(ws / "params.yaml"), str(ws / "data/cache"), str(out)],
-        ws, timeout=600)
+    rank_weights(ws, out, 2)
     r0, r1 = np.load(out / "rank-0.npz"), np.load(out / "rank-1.npz")
     assert len(r0.files) == 16  # 8 layers with weights x (kernel, bias)
     assert all(np.array_equal(r0[k], r1[k]) for k in r0.files)
     meta = json.loads((out / "model/model.json").read_text())
     assert meta["world_size"] == 2 and meta["classes"] == ["disks", "stripes"]
-    assert meta["effective_learning_rate"] == pytest.approx(2 * 0.0001)
+    # The learning rate as given, not scaled by the world size; the warm-up (TINY: 1 epoch).
+    assert meta["learning_rate"] == 0.0001
+    steps = meta["steps_per_epoch"]
+    assert meta["warmup"] == {"epochs": 1, "steps": steps, "from": pytest.approx(0.0001 / steps)}
     from alexnet.model import load_model  # loads only the sha256 that model.json records
     assert load_model(out / "model")[1]["model_sha256"] == meta["model_sha256"]
     assert list((out / "checkpoints/tensorboard").rglob("events.out.tfevents.*"))  # rank 0 only
+
+
+# Deterministic, no dropout, no augmentation: what is left to differ between world sizes is the
+# order of float additions (threads, allreduce), far below one step's change of the weights.
+SAME_COMPUTATION = {"train.epochs": 2, "train.deterministic": True, "train.dropout": 0.0,
+                    "train.optimizer": "sgd", "train.learning_rate": 0.01, "train.momentum": 0.9,
+                    "train.warmup_epochs": 1, "train.augment.rotation": 0.0,
+                    "train.augment.width_shift": 0.0, "train.augment.height_shift": 0.0,
+                    "train.augment.horizontal_flip": False}
+
+
+def test_two_workers_train_the_model_one_worker_trains(cached, tmp_path):
+    ws = fresh_copy(cached, tmp_path, SAME_COMPUTATION)
+    rank_weights(ws, tmp_path / "one", 1)
+    rank_weights(ws, tmp_path / "two", 2)
+    one, two = np.load(tmp_path / "one/rank-0.npz"), np.load(tmp_path / "two/rank-0.npz")
+    init = fresh_init_weights(ws)
+    for k in one.files:
+        moved = np.abs(one[k] - init[k]).max()
+        assert moved > 0, k  # training changed every layer
+        assert np.allclose(one[k], two[k], rtol=1e-4, atol=1e-6), \
+            f"{k}: max difference {np.abs(one[k] - two[k]).max():.3g} (the step moved {moved:.3g})"
+
+
+def fresh_init_weights(ws):
+    """The initial weights training starts from (build_alexnet with train.seed)."""
+    from alexnet.cache import read_index
+    from alexnet.model import build_alexnet
+    from alexnet.params import load_params
+
+    p, index = load_params(ws / "params.yaml").train, read_index(ws / "data/cache")
+    model = build_alexnet(len(index["classes"]), index["image_size"], p.dropout, seed=p.seed)
+    return {f"arr_{i}": w for i, w in enumerate(model.get_weights())}
 
 
 def test_mixed_precision_trains_with_two_workers(cached, tmp_path):
@@ -66,13 +108,14 @@ def test_mixed_precision_trains_with_two_workers(cached, tmp_path):
     assert model.output.dtype == tf.float32
 
 
-def _rank_process(parent: int, rank: int, timeout: float = 120) -> psutil.Process:
+def _rank_process(parent: int, rank: int, timeout: float = 120,
+                  marker: str = "alexnet.distributed") -> psutil.Process:
     """The worker of `rank` among the descendants of `parent` (never another job's worker)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in psutil.Process(parent).children(recursive=True):
             try:
-                if "alexnet.distributed" in " ".join(proc.cmdline()) and \
+                if marker in " ".join(proc.cmdline()) and \
                         proc.environ().get("HOROVOD_RANK") == str(rank):
                     return proc
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -113,6 +156,44 @@ def test_killed_worker_fails_fast_and_rerun_resumes(cached, tmp_path):
     assert len(curve) == 1 + 12  # header + one row per epoch, across both runs
 
 
+def test_run_killed_inside_the_warmup_resumes_to_the_uninterrupted_weights(cached, tmp_path):
+    # One worker, deterministic, dropout on (its masks must resume too), warm-up over 3 of the 4
+    # epochs: the kill lands inside the ramp, which must continue where it was.
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 4, "train.workers": 1,
+                                       "train.deterministic": True, "train.warmup_epochs": 3})
+    rank_weights(ws, tmp_path / "whole", 1)
+
+    out = tmp_path / "killed"
+    out.mkdir()
+    state = out / "checkpoints/state.json"
+    first = subprocess.Popen([str(VENV_BIN / "horovodrun"), "-np", "1", "-H", "localhost:1",
+                              "--gloo", sys.executable, str(HERE / "rank_weights.py"),
+                              str(ws / "params.yaml"), str(ws / "data/cache"), str(out)],
+                             cwd=ws, env=tool_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    worker = _rank_process(first.pid, 0, marker="rank_weights.py")
+    _wait_for_epoch(state, 1, first)
+    worker.send_signal(signal.SIGKILL)
+    first.communicate(timeout=300)
+    assert first.returncode != 0 and not (out / "rank-0.npz").exists()
+    assert json.loads(state.read_text())["epoch"] in (1, 2)  # killed inside the warm-up
+
+    done = json.loads(state.read_text())["epoch"]
+    second = rank_weights(ws, out, 1).stdout
+    assert f"Epoch {done}/4" not in second and f"Epoch {done + 1}/4" in second  # resumed
+    whole, resumed = np.load(tmp_path / "whole/rank-0.npz"), np.load(out / "rank-0.npz")
+    assert len(whole.files) == 16
+    for k in whole.files:
+        assert np.array_equal(whole[k], resumed[k]), k
+    # The saved model holds the best epoch's weights: the same epoch, the same weights.
+    meta = [json.loads((d / "model/model.json").read_text()) for d in (tmp_path / "whole", out)]
+    assert meta[0]["best_epoch"] == meta[1]["best_epoch"]
+    assert meta[0]["history"] == meta[1]["history"]
+    models = [tf.keras.models.load_model(d / "model/model.keras", compile=False, safe_mode=True)
+              for d in (tmp_path / "whole", out)]
+    assert all(np.array_equal(a, b) for a, b in zip(*(m.get_weights() for m in models)))
+
+
 def test_nan_loss_fails_the_stage_and_writes_no_model(cached, tmp_path):
     # Measured: SGD at lr 10 with momentum 0.9 overflows to inf/NaN within two epochs here. (A huge
     # lr alone, e.g. 1e9, does not: it kills every ReLU and the loss sits at ln 2.)
@@ -145,11 +226,3 @@ def test_checkpoints_of_other_params_are_dropped(cached, tmp_path):
     kept = sorted(p.name for p in (ws / "models/checkpoints").glob("epoch-*"))
     assert kept == ["epoch-0002"]
 
-
-def test_checkpoint_dir_with_other_files_is_not_deleted(cached, tmp_path):
-    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 1})
-    mine = tmp_path / "not-checkpoints"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep me")
-    run(["alexnet", "train", "--checkpoint-dir", str(mine)], ws, timeout=600)
-    assert (mine / "notes.txt").read_text() == "keep me"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from alexnet.cache import SplitArrays
-from alexnet.data import Sharding, augment_batch, epoch_indices, eval_dataset, train_dataset
+from alexnet.data import (Sharding, augment_batch, epoch_indices, eval_dataset, image_uniforms,
+                          train_dataset)
 from alexnet.params import AugmentParams
 
 NONE = AugmentParams(rotation=0, width_shift=0, height_shift=0, horizontal_flip=False)
@@ -35,20 +36,39 @@ def test_ranks_get_disjoint_shards_that_change_each_epoch():
     assert np.array_equal(ranks[0], epoch_indices(n, 0, 42, Sharding(0, 2, 10)))
 
 
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_each_step_holds_the_single_worker_batch_whatever_the_world_size(size):
+    n, batch = 203, 24
+    one = epoch_indices(n, 3, 42, Sharding(0, 1, batch))
+    ranks = [epoch_indices(n, 3, 42, Sharding(r, size, batch)) for r in range(size)]
+    assert one.shape == (8, 24) and all(r.shape == (8, 24 // size) for r in ranks)
+    for step in range(len(one)):
+        union = np.concatenate([r[step] for r in ranks])
+        assert len(set(union)) == batch
+        assert np.array_equal(np.sort(union), np.sort(one[step]))
+
+
+def test_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="multiple of the world size"):
+        Sharding(0, 3, 16)
+
+
 def test_split_smaller_than_one_global_batch_still_trains():
     idx = epoch_indices(3, 0, 0, Sharding(0, 2, 128))
     assert idx.shape == (1, 1)
+    one = epoch_indices(5, 0, 0, Sharding(0, 1, 128))
+    assert one.shape == (1, 5)
 
 
 def test_no_augmentation_is_the_identity():
     x = arrays().shards[0]
-    assert np.array_equal(augment_batch(x, (1, 2), NONE), x)
+    assert np.array_equal(augment_batch(x, image_uniforms(1, 2, np.arange(len(x))), NONE), x)
 
 
 def test_flip_only_mirrors_some_images_exactly():
     x = np.random.default_rng(0).integers(0, 255, (64, 8, 8, 3), dtype=np.uint8)
     flip = AugmentParams(rotation=0, width_shift=0, height_shift=0, horizontal_flip=True)
-    out = augment_batch(x, (3, 4), flip)
+    out = augment_batch(x, image_uniforms(3, 4, np.arange(64)), flip)
     mirrored = [np.array_equal(o, s[:, ::-1]) for o, s in zip(out, x)]
     same = [np.array_equal(o, s) for o, s in zip(out, x)]
     assert all(m or s for m, s in zip(mirrored, same))
@@ -80,8 +100,9 @@ def test_augmentation_matches_the_reference_interpolation_closely():
     rng = np.random.default_rng(2)
     x = np.stack([np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((4, 4, 1)))] * 4)
     x = x.astype(np.uint8)  # smooth 32x32 images
-    matrices = augment_matrices(np.random.default_rng([7]), 4, 32, 32, AugmentParams())
-    ours = augment_batch(x, (7,), AugmentParams()).astype(np.float32)
+    uniforms = image_uniforms(7, 0, np.arange(4))
+    matrices = augment_matrices(uniforms, 32, 32, AugmentParams())
+    ours = augment_batch(x, uniforms, AugmentParams()).astype(np.float32)
     for image, (a, b), mine in zip(x.astype(np.float32), matrices, ours):
         # Output (y, x) samples input (row, col) = (b0 x + b1 y + b2, a0 x + a1 y + a2).
         ref = np.stack([ndimage.affine_transform(image[..., c], [[b[1], b[0]], [a[1], a[0]]],
@@ -93,11 +114,33 @@ def test_augmentation_matches_the_reference_interpolation_closely():
 def test_augmentation_is_deterministic_per_seed_and_bounded():
     x = arrays(n=16, size=32).shards[0]
     ref = AugmentParams()
-    a = augment_batch(x, (5, 6), ref)
-    b = augment_batch(x, (5, 6), ref)
-    c = augment_batch(x, (5, 7), ref)
+    idx = np.arange(len(x))
+    a = augment_batch(x, image_uniforms(5, 6, idx), ref)
+    b = augment_batch(x, image_uniforms(5, 6, idx), ref)
+    c = augment_batch(x, image_uniforms(5, 7, idx), ref)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.dtype == np.uint8 and a.shape == x.shape
+
+
+def _augmented_by_image(a, shard, epochs=2):
+    """{(epoch, image index): augmented pixels} over the batches train_dataset yields."""
+    ds, steps = train_dataset(a, shard, AugmentParams(), seed=9, start_epoch=0, epochs=epochs)
+    out = {}
+    for i, (x, _) in enumerate(ds.as_numpy_iterator()):
+        epoch = i // steps
+        idx = np.sort(epoch_indices(len(a), epoch, 9, shard)[i % steps])
+        out.update({(epoch, int(j)): image for j, image in zip(idx, x)})
+    return out
+
+
+def test_an_image_is_augmented_the_same_on_any_rank_and_world_size():
+    a = arrays(n=24, size=32, shard_size=5)
+    one = _augmented_by_image(a, Sharding(0, 1, 8))
+    two = {**_augmented_by_image(a, Sharding(0, 2, 8)), **_augmented_by_image(a, Sharding(1, 2, 8))}
+    assert len(one) == 2 * 24 and one.keys() == two.keys()
+    assert all(np.array_equal(one[k], two[k]) for k in one)
+    pixels = np.concatenate(a.shards)
+    assert sum(not np.array_equal(one[(e, i)], pixels[i]) for e, i in one) > 24  # really warped
 
 
 def test_train_dataset_yields_every_epoch_in_order():
@@ -109,7 +152,10 @@ def test_train_dataset_yields_every_epoch_in_order():
     assert x.shape == (4, 8, 8, 3) and x.dtype == np.uint8 and y.dtype == np.int32
     # A resumed run (start_epoch=2) sees exactly the last epoch of this one.
     resumed = list(train_dataset(a, Sharding(0, 1, 4), AugmentParams(), 1, 2, 3)[0].as_numpy_iterator())
-    assert all(np.array_equal(p[0], q[0]) for p, q in zip(resumed, batches[steps:]))
+    assert len(resumed) == steps
+    for p, q in zip(resumed, batches[steps:]):
+        assert np.array_equal(p[0], q[0]) and np.array_equal(p[1], q[1])
+    assert not np.array_equal(resumed[0][0], batches[0][0])  # epochs differ: not a constant
 
 
 @pytest.mark.parametrize("rank", [0, 1])

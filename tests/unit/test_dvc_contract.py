@@ -47,7 +47,10 @@ def parsed(stage):
 def entry_module(stage):
     """The module `alexnet STAGE` hands over to: the one its cli.cmd_STAGE function imports."""
     tree = ast.parse(inspect.getsource(getattr(cli, f"cmd_{stage.replace('-', '_')}")))
-    [module] = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    if f"alexnet.{stage}" in modules:  # helpers such as alexnet.io may be imported beside it
+        return f"alexnet.{stage}"
+    [module] = modules
     return module
 
 

@@ -29,6 +29,7 @@ def test_repo_params_are_the_reference_defaults():
     ({"preprocess": {"image_size": 64}}, "at least 67"),
     ({"split": {"val_fraction": 0.5, "test_fraction": 0.5}}, "sum to less than 1"),
     ({"train": {"workers": 4, "batch_size": 2}}, "global batch"),
+    ({"train": {"workers": 3, "batch_size": 128}}, "must be a multiple of train.workers"),
 ])
 def test_bad_params_are_rejected(data, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
+import json
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from alexnet.evaluate import evaluate
+from alexnet.io import write_json
 from alexnet.params import EvaluateParams
 from alexnet.params import PromoteParams
 from alexnet.promote import promote
 from alexnet.report import render_markdown_summary, render_report, write_report
+from alexnet.validate import summarise
 from tests.unit.test_evaluate import (BLUE, PNG_MAGIC, RED, colour_image, make_cache,
                                       make_dvclive, make_model_dir)
 
@@ -38,9 +41,10 @@ def run(tmp_path):
     (r / "ingest.json").write_text(json.dumps({
         "layout": "class_folders", "classes": classes, "files_seen": 13, "ingested": 12,
         "ignored": {"system file": 1}, "empty_class_folders": ["birds", "<fish>"]}))
-    (r / "validation.json").write_text(json.dumps({
-        "total": 12, "valid": 10, "quarantined": 2,
-        "by_reason": {"truncated file": 1, "<too small>": 1}}))
+    # validation.json as the validate stage writes it (its own summarise), not a hand-made dict.
+    write_json(r / "validation.json", summarise(
+        12, Counter({"truncated file": 1, "<too small>": 1}), Counter(),
+        Counter({"cat": 6, EVIL: 4})))
     return model_dir, r
 
 
@@ -62,6 +66,8 @@ def test_write_report_is_one_self_contained_page(run):
     assert "<td>accuracy</td><td class=\"num\">0.8333</td>" in page
     assert "Promoted to champion" in page and "first model becomes champion" in page
     assert "&lt;too small&gt;" in page and "truncated file" in page
+    assert '<td>accepted</td><td class="num">10</td>' in page  # validate's own counts
+    assert '<td>quarantined</td><td class="num">2</td>' in page
     assert "train.epochs" in page and "2.15.1" in page and "abc123" in page
     assert "No previous champion" in page
     promotion = json.loads((r / "promotion.json").read_text())

@@ -1,6 +1,12 @@
 """Splits by content hash: deterministic, leak-free, and stable when data is added."""
 
 import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import defaultdict
 
 import pytest
 
@@ -34,15 +40,37 @@ def test_adding_images_never_moves_old_ones():
 
 
 def test_seed_changes_the_assignment_deterministically():
-    a = split_rows(rows(200), PARAMS)
-    assert a == split_rows(rows(200), PARAMS)
-    assert a != split_rows(rows(200), SplitParams(seed=1, val_fraction=0.1, test_fraction=0.2))
+    # Deterministic means: the same in another process (another PYTHONHASHSEED, so no Python
+    # hash() can creep in) and whatever the order of the rows; a pure function of the content.
+    data = rows(200)
+    a = {r["path"]: r["split"] for r in split_rows(data, PARAMS)}
+    shuffled = data[:]
+    random.Random(3).shuffle(shuffled)
+    code = ("import json, sys; from alexnet.params import SplitParams; "
+            "from alexnet.split import split_rows; "
+            "rows = json.load(sys.stdin); "
+            "print(json.dumps({r['path']: r['split'] for r in "
+            "split_rows(rows, SplitParams(seed=42, val_fraction=0.1, test_fraction=0.2))}))")
+    other = subprocess.run([sys.executable, "-c", code], input=json.dumps(shuffled), text=True,
+                           capture_output=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert json.loads(other.stdout) == a
+    assert set(a.values()) == {"train", "val", "test"}
+    b = {r["path"]: r["split"] for r in
+         split_rows(data, SplitParams(seed=1, val_fraction=0.1, test_fraction=0.2))}
+    assert sum(a[k] != b[k] for k in a) > 40  # another seed reshuffles a good part of them
 
 
 def test_identical_bytes_share_a_split():
-    sha = "ab" * 32
-    splits = {assign_split(sha, 0.1, 0.2, 42) for _ in range(3)}
-    assert len(splits) == 1
+    # The same bytes under other names, in other folders, listed apart: one split for all copies.
+    shas = [hashlib.sha256(f"img{i}".encode()).hexdigest() for i in range(300)]
+    data = [{"path": f"{folder}/copy{c}-{i}.jpg", "label": "cat", "split_hint": "", "sha256": sha}
+            for c, folder in enumerate(("a", "b/c", "z")) for i, sha in enumerate(shas)]
+    splits = defaultdict(set)
+    for row in split_rows(data, PARAMS):
+        splits[row["sha256"]].add(row["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    assert set().union(*splits.values()) == {"train", "val", "test"}  # not all in one split
 
 
 def test_presplit_test_is_honoured_and_train_never_goes_to_test():

@@ -1,0 +1,77 @@
+"""The worker's resume state, without horovodrun: checkpoints, early stopping, warm-up."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet.distributed import (BEST_WEIGHTS, STATE_FILE, EpochCheckpoint, LinearWarmup,
+                                 ResumedEarlyStopping, read_state)
+
+# val_accuracy per epoch: best at epoch 2 (0.7), then 3 epochs without improvement.
+CURVE = [0.5, 0.7, 0.6, 0.65, 0.6, 0.9, 0.95]
+
+
+def tiny_model():
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def epochs(model, callbacks, start, curve):
+    """Drive callbacks as Model.fit does, from epoch `start`; returns the epochs run."""
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.on_train_begin()
+    model.stop_training = False
+    ran = []
+    for epoch in range(start, len(curve)):
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, {"val_accuracy": curve[epoch]})
+        ran.append(epoch)
+        if model.stop_training:
+            break
+    return ran
+
+
+def run(tmp_path, start=0, stop_after=None, curve=CURVE, patience=3):
+    """One run of early stopping + checkpointing; `stop_after` epochs simulates a kill."""
+    model = tiny_model()
+    state = read_state(tmp_path, "fp") or {"fingerprint": "fp", "epoch": 0}
+    ckpt = tf.train.Checkpoint(model=model)
+    callbacks = [ResumedEarlyStopping(state, monitor="val_accuracy", patience=patience),
+                 EpochCheckpoint(tmp_path, ckpt, "val_accuracy", state)]
+    return epochs(model, callbacks, start, curve[:stop_after] if stop_after else curve)
+
+
+def test_early_stopping_counts_on_across_a_resume(tmp_path):
+    whole = run(tmp_path / "whole")
+    assert whole == [0, 1, 2, 3, 4]  # 3 epochs after the best one (epoch index 1)
+    (tmp_path / "resumed").mkdir()
+    first = run(tmp_path / "resumed", stop_after=4)  # killed after 4 epochs
+    state = json.loads((tmp_path / "resumed" / STATE_FILE).read_text())
+    assert first == [0, 1, 2, 3] and state["epoch"] == 4 and not state["stopped_early"]
+    second = run(tmp_path / "resumed", start=state["epoch"])
+    assert first + second == whole  # a fresh EarlyStopping would train on to epoch index 6
+    final = json.loads((tmp_path / "resumed" / STATE_FILE).read_text())
+    assert final["stopped_early"] and final["best_epoch"] == 2 and final["epoch"] == 5
+
+
+def test_best_weights_live_in_the_epoch_checkpoint(tmp_path):
+    (tmp_path / "ck").mkdir()
+    run(tmp_path / "ck", patience=10)
+    state = json.loads((tmp_path / "ck" / STATE_FILE).read_text())
+    folders = sorted(p.name for p in (tmp_path / "ck").glob("epoch-*"))
+    assert folders == ["epoch-0007"] and state["checkpoint"].startswith("epoch-0007/")
+    assert (tmp_path / "ck/epoch-0007" / BEST_WEIGHTS).is_file()
+    assert not (tmp_path / "ck" / BEST_WEIGHTS).exists()  # no best file outside a checkpoint
+
+
+def test_warmup_ramps_linearly_then_holds():
+    schedule = LinearWarmup(0.1, warmup_steps=4)
+    lrs = [float(schedule(step)) for step in range(6)]
+    assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    again = tf.keras.optimizers.schedules.deserialize(
+        tf.keras.optimizers.schedules.serialize(schedule))
+    assert float(again(1)) == pytest.approx(0.05)
