@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,21 +87,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     Meant for a stage's own output directory (data/raw, data/cache, models/candidate). Every path
     is a command-line argument, so a mistyped one could name the user's images: a non-empty
     directory is replaced only if it carries OUTPUT_MARKER, i.e. an earlier atomic_dir wrote it.
-    A killed run leaves `path` as it was, plus a hidden temporary directory that the next run of
-    the same stage removes.
+    A killed run leaves `path` as it was, plus a hidden temporary directory named after its pid
+    (`.NAME.tmp-PID-*`); a later run removes it once that process is gone, never while it runs.
 
     Raises:
-        OutputError: `path` is a non-empty directory this pipeline did not write.
+        OutputError: `path` is not a directory (a file, a link), or is a non-empty directory
+            this pipeline did not write.
     """
     path = Path(path)
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        raise OutputError(f"{path}: refusing to write an output directory here: it exists and is "
+                          "not a directory (a file or a link). Choose another output path.")
     if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
         raise OutputError(f"{path}: refusing to replace this directory: it was not written by "
                           f"alexnet (no {OUTPUT_MARKER} in it). Choose another output path, or "
                           "move it away yourself.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_orphaned_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     try:
         (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
         yield tmp
@@ -114,6 +118,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphaned_temps(path: Path) -> None:
+    """Remove the temporary siblings of `path` (`.NAME.tmp-PID-*`, `.NAME.tmp-old-PID`) whose
+    owner process is gone. Another run writing the same output at the same time keeps its own."""
+    owned = re.compile(rf"\.{re.escape(path.name)}\.tmp-(?:old-)?([0-9]+)(?:-.*)?")
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        m = owned.fullmatch(stale.name)
+        if m and not pid_alive(int(m.group(1))):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host (signal 0 checks, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
