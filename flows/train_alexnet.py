@@ -22,7 +22,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.workspace import ensure_source, set_params
+from flows.workspace import ensure_source, one_run_per_workspace, set_params
 from tasks.record import publish_run_record, push_outputs, save_experiment
 from tasks.stages import publish_metrics, publish_split, publish_validation, run_stage
 
@@ -41,6 +41,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
 
 
 @flow(name="train-alexnet", log_prints=True)
+@one_run_per_workspace  # held for the whole run: another run in this workspace waits
 def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".") -> dict[str, Any]:
     """Ingest, validate, split, preprocess, train (Horovod), evaluate, then record the run as a
     DVC experiment named after the flow run; returns output paths and the experiment.

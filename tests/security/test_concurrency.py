@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +16,8 @@ from prefect import flow
 from prefect.testing.utilities import prefect_test_harness
 
 from tasks.stages import run_stage
-from tests.conftest import run, tool_env
+from tests.conftest import make_workspace, run, tool_env
+from tests.server.conftest import prefect_server  # noqa: F401  (a real server, for two runs)
 
 pytestmark = [pytest.mark.integration]
 
@@ -65,3 +69,61 @@ def test_a_dvc_output_busy_in_another_run_is_retried(tmp_path, prefect_api, capl
     assert writer.returncode == 0, out
     assert "is busy, it is being blocked by" in caplog.text
     assert result.ran and (ws / "b.txt").read_text() == "2"  # b read a's finished output
+
+
+def start_flow(ws, env, log, *sets):
+    cmd = [sys.executable, "-m", "flows.train_alexnet", "--workspace", str(ws)]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.Popen(cmd, cwd=ws, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_group(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_two_flow_runs_12s_apart_each_get_what_they_asked_for(tmp_path, prefect_server):
+    """Issue 18, item 3: `train.epochs=2`, then `=3` 12 s later. Before the workspace lock the
+    model trained 2 epochs while dvc.lock and the experiment recorded 3."""
+    ws = make_workspace(tmp_path / "ws", {"train.workers": 1})
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = start_flow(ws, prefect_server, logs[0], "train.epochs=2")
+    second = None
+    try:
+        time.sleep(12)
+        second = start_flow(ws, prefect_server, logs[1], "train.epochs=3")
+        for proc in (first, second):
+            proc.wait(timeout=1500)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                stop_group(proc)
+    outputs = [log.read_text() for log in logs]
+    assert first.returncode == 0, outputs[0][-4000:]
+    assert second.returncode == 0, outputs[1][-4000:]
+    # One of them waited for the other, and said whose run it was waiting for.
+    waited = [i for i, out in enumerate(outputs)
+              if f"pid {(first, second)[1 - i].pid}" in out and "waiting" in out]
+    assert len(waited) == 1, outputs
+
+    # The workspace agrees with the run that went last ...
+    last = 3 if waited == [1] else 2
+    assert yaml.safe_load((ws / "params.yaml").read_text())["train"]["epochs"] == last
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["train"]
+    assert lock["params"]["params.yaml"]["train"]["epochs"] == last
+    model = json.loads((ws / "models/candidate/model.json").read_text())
+    assert model["epochs_completed"] == model["params"]["train"]["epochs"] == last
+    assert "up to date" in run(["dvc", "status"], ws).stdout
+    # ... and each recorded experiment holds the params, lock and model its own run asked for.
+    for out, epochs in zip(outputs, (2, 3)):
+        name = re.search(r"Recorded: DVC experiment (\S+)", out).group(1)
+        run(["dvc", "exp", "apply", name], ws)
+        assert yaml.safe_load((ws / "params.yaml").read_text())["train"]["epochs"] == epochs
+        lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["train"]
+        assert lock["params"]["params.yaml"]["train"]["epochs"] == epochs
+        model = json.loads((ws / "models/candidate/model.json").read_text())
+        assert model["epochs_completed"] == model["params"]["train"]["epochs"] == epochs, name
