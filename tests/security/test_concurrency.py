@@ -109,6 +109,9 @@ def test_two_flow_runs_12s_apart_each_get_what_they_asked_for(tmp_path, prefect_
     waited = [i for i, out in enumerate(outputs)
               if f"pid {(first, second)[1 - i].pid}" in out and "waiting" in out]
     assert len(waited) == 1, outputs
+    # Each says that its --set stays in params.yaml (issue 18, item 8).
+    assert all("Note: params.yaml keeps this run's settings (train.epochs)" in out
+               for out in outputs)
 
     # The workspace agrees with the run that went last ...
     last = 3 if waited == [1] else 2
