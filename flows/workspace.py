@@ -53,8 +53,9 @@ def workspace_lock(workspace: Path, holder: str, on_wait: Callable[[str], None] 
             except BlockingIOError:
                 if not waited:
                     fh.seek(0)
-                    on_wait(f"workspace {workspace} is in use by {fh.read().strip() or 'another run'}"
-                            ": waiting for it to finish")
+                    holder_now = fh.read().strip() or "another run"
+                    on_wait(f"workspace {workspace} is in use by {holder_now}: waiting for it to "
+                            "finish")
                     waited = True
                 time.sleep(poll_seconds)
         fh.seek(0)

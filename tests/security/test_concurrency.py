@@ -31,7 +31,8 @@ def prefect_api():
 def two_stage_project(ws):
     """Stage `a` writes a.txt slowly (from a.in); stage `b` reads a.txt."""
     ws.mkdir()
-    slow = "import time, pathlib; time.sleep(12); pathlib.Path('a.txt').write_text(pathlib.Path('a.in').read_text())"
+    slow = ("import time, pathlib; time.sleep(12); "
+            "pathlib.Path('a.txt').write_text(pathlib.Path('a.in').read_text())")
     copy = "import pathlib; pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text())"
     stages = {"a": {"cmd": f'{sys.executable} -c "{slow}"', "deps": ["a.in"], "outs": ["a.txt"]},
               "b": {"cmd": f'{sys.executable} -c "{copy}"', "deps": ["a.txt"], "outs": ["b.txt"]}}
@@ -130,3 +131,37 @@ def test_two_flow_runs_12s_apart_each_get_what_they_asked_for(tmp_path, prefect_
         assert lock["params"]["params.yaml"]["train"]["epochs"] == epochs
         model = json.loads((ws / "models/candidate/model.json").read_text())
         assert model["epochs_completed"] == model["params"]["train"]["epochs"] == epochs, name
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from flows.workspace import workspace_lock
+with workspace_lock(Path(sys.argv[1]), "flow run 'first'"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_workspace_lock_waits_for_the_holder_and_names_it(tmp_path):
+    from flows.workspace import workspace_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], env=tool_env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        messages = []
+
+        def release_soon(message):
+            messages.append(message)
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+        with workspace_lock(tmp_path, "flow run 'second'", on_wait=release_soon, poll_seconds=0.1):
+            assert holder.wait(timeout=60) == 0  # we got it only once the holder was done
+            assert "second" in (tmp_path / ".alexnet/flow.lock").read_text()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert len(messages) == 1 and f"flow run 'first' (pid {holder.pid}" in messages[0]
+    assert "waiting" in messages[0]
