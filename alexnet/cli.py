@@ -70,10 +70,10 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     # Kept and updated across runs, so checked here, before any worker starts: a directory that
     # the pipeline did not write is refused (exit 78), never cleaned.
+    params = load_params(a.params).train  # a params mistake creates nothing
     claim_output_dir(a.checkpoint_dir)
     claim_output_dir(a.live_dir)
-    launch(load_params(a.params).train, a.params, a.cache, a.model_dir, a.checkpoint_dir,
-           a.live_dir)
+    launch(params, a.params, a.cache, a.model_dir, a.checkpoint_dir, a.live_dir)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:

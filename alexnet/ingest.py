@@ -31,7 +31,8 @@ from typing import BinaryIO
 
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
-from alexnet.io import atomic_dir, atomic_path, link_or_copy, read_csv, write_csv, write_json
+from alexnet.io import (atomic_dir, atomic_path, check_output_dir, link_or_copy, read_csv,
+                        write_csv, write_json)
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -454,6 +455,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     seen = linked = 0
     # The manifest is written inside the raw_dir block: data/raw and the manifest are replaced
     # together (raw first, the manifest right after), or neither is if anything fails.
+    check_output_dir(raw_dir)  # refused before anything is created beside it
     with atomic_path(manifest_path) as manifest_tmp, atomic_dir(raw_dir) as tmp:
         write_stamp(tmp, copies_fingerprint(params))
         for rel in _walk_files(source):

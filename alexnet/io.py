@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -104,6 +105,26 @@ def _json_default(obj: Any) -> Any:
 OUTPUT_MARKER = ".alexnet-output"  # in every directory atomic_dir writes
 
 
+def check_output_dir(path: str | Path) -> Path:
+    """`path` as a Path if the pipeline may write an output directory there; touches nothing.
+
+    Absent, an empty directory, or a directory carrying OUTPUT_MARKER (an earlier run wrote it).
+
+    Raises:
+        OutputError: `path` exists and is not a directory (a file, a link), or is a non-empty
+            directory this pipeline did not write.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        raise OutputError(f"{path}: refusing to write an output directory here: it exists and is "
+                          "not a directory (a file or a link). Choose another output path.")
+    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
+        raise OutputError(f"{path}: refusing to write into this directory: it was not written by "
+                          f"alexnet (no {OUTPUT_MARKER} in it) and is not empty. Choose another "
+                          "output path, or move it away yourself.")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces the directory `path` if the block succeeds.
@@ -111,21 +132,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     Meant for a stage's own output directory (data/raw, data/cache, models/candidate). Every path
     is a command-line argument, so a mistyped one could name the user's images: a non-empty
     directory is replaced only if it carries OUTPUT_MARKER, i.e. an earlier atomic_dir wrote it.
-    A killed run leaves `path` as it was, plus a hidden temporary directory that the next run of
-    the same stage removes.
+    A killed run leaves `path` as it was, plus a hidden temporary directory named after its pid
+    (`.NAME.tmp-PID-*`); a later run removes it once that process is gone, never while it runs.
 
     Raises:
-        OutputError: `path` is a non-empty directory this pipeline did not write.
+        OutputError: `path` is not a directory (a file, a link), or is a non-empty directory
+            this pipeline did not write.
     """
-    path = Path(path)
-    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
-        raise OutputError(f"{path}: refusing to replace this directory: it was not written by "
-                          f"alexnet (no {OUTPUT_MARKER} in it). Choose another output path, or "
-                          "move it away yourself.")
+    path = check_output_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_orphaned_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     os.chmod(tmp, _usual_mode(directory=True))
     try:
         (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
@@ -140,6 +157,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphaned_temps(path: Path) -> None:
+    """Remove the temporary siblings of `path` (`.NAME.tmp-PID-*`, `.NAME.tmp-old-PID`) whose
+    owner process is gone. Another run writing the same output at the same time keeps its own."""
+    owned = re.compile(rf"\.{re.escape(path.name)}\.tmp-(?:old-)?([0-9]+)(?:-.*)?")
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        m = owned.fullmatch(stale.name)
+        if m and not pid_alive(int(m.group(1))):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host (signal 0 checks, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
@@ -178,14 +216,7 @@ def claim_output_dir(path: str | Path) -> Path:
         OutputError: `path` is a link or a file, or a non-empty directory this pipeline did not
             write.
     """
-    path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise OutputError(f"{path}: refusing to use this as an output directory: it is not a "
-                          "directory (a file or a link). Choose another output path.")
-    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
-        raise OutputError(f"{path}: refusing to write into this directory: it was not written by "
-                          f"alexnet (no {OUTPUT_MARKER} in it) and is not empty. Choose another "
-                          "output path, or move it away yourself.")
+    path = check_output_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / OUTPUT_MARKER).is_file():
         (path / OUTPUT_MARKER).write_text("Written by alexnet; its next run may clean it.\n")

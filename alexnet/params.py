@@ -12,6 +12,7 @@ ignored: a typo in `trian.epochs` must not train 100 epochs on the default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -115,6 +116,35 @@ class TrainParams:
         _check(0 <= self.dropout < 1, "train.dropout must be in [0, 1)")
         _check(self.warmup_epochs >= 0 and self.patience >= 0,
                "train.warmup_epochs and train.patience must be >= 0")
+        if self.hosts != "localhost":
+            slots = host_slots(self.hosts)
+            _check(sum(slots.values()) >= self.workers,
+                   f"train.hosts {self.hosts!r} has {sum(slots.values())} slots in all, fewer than "
+                   f"train.workers ({self.workers})")
+
+
+# One `host:slots` entry of train.hosts: a hostname or IPv4 address (letters, digits, '.', '-';
+# never a leading '-', which ssh would read as an option) and a slot count.
+_HOST_SLOTS = re.compile(r"([A-Za-z0-9][A-Za-z0-9.-]*):([0-9]+)")
+
+
+def host_slots(hosts: str) -> dict[str, int]:
+    """Parse train.hosts ("gpu1:4,gpu2:4") into {host: slots}.
+
+    It ends up on horovodrun's -H and from there in ssh command lines, so only hostname
+    characters are accepted. Raises ParamsError naming the bad entry.
+    """
+    out: dict[str, int] = {}
+    for entry in hosts.split(","):
+        m = _HOST_SLOTS.fullmatch(entry)
+        _check(m is not None, f"train.hosts: {entry!r} is not host:slots (expected 'localhost' "
+                              "or comma-separated host:slots, e.g. 'gpu1:4,gpu2:4', hostname "
+                              "characters only)")
+        host, slots = m.group(1), int(m.group(2))
+        _check(slots > 0, f"train.hosts: {entry!r}: slots must be positive")
+        _check(host not in out, f"train.hosts: {host!r} is listed twice")
+        out[host] = slots
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@
 `DeploymentEventTrigger` on that event for this workspace's source, so the server starts one
 training run per change (flows/check_new_data.py says why an event rather than run_deployment).
 
+Runs cannot choose the workspace: it is bound here, when serving (flows/served.py). Anyone who
+can reach the API can start runs, so a server not on 127.0.0.1 needs Prefect's auth: start it
+with PREFECT_SERVER_API_AUTH_STRING=user:password, and give this process and every client
+PREFECT_API_AUTH_STRING with the same value (README, "Security model").
+
 `serve` (rather than `prefect deploy` + a work pool + a worker) because the flow must run where
 the DVC workspace and the Horovod workers are: one long-running process on that machine polls
 the server and runs each flow run in a subprocess. README ("More than one machine") covers
@@ -20,6 +25,7 @@ work pools on GPU hosts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,11 +33,12 @@ from prefect import serve
 from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
-from flows.check_new_data import EVENT, check_new_data, resource_id, source_dir
-from flows.train_alexnet import train_alexnet
+from flows.check_new_data import EVENT, resource_id, source_dir
+from flows.served import WORKSPACE_ENV, check_new_data_served, train_alexnet_served
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00: retrain on whatever data has arrived
 CHECK_EVERY_MINUTES = 10.0
@@ -54,13 +61,17 @@ def new_data_trigger(workspace: Path) -> DeploymentEventTrigger:
 
 def build_deployments(workspace: Path, cron: str | None, timeout_hours: float,
                       check_every_minutes: float = CHECK_EVERY_MINUTES) -> list[RunnerDeployment]:
-    """The deployments served from this machine, bound to one DVC workspace."""
+    """The deployments served from this machine, bound to one DVC workspace.
+
+    The workspace is not a run parameter (an API caller could then choose it): it is set here,
+    in this process's environment, which every flow run it serves inherits (flows/served.py).
+    """
     workspace = workspace.resolve()
-    flow = train_alexnet.with_options(timeout_seconds=int(timeout_hours * 3600))
-    check = check_new_data.to_deployment(
+    os.environ[WORKSPACE_ENV] = str(workspace)
+    flow = train_alexnet_served.with_options(timeout_seconds=int(timeout_hours * 3600))
+    check = check_new_data_served.to_deployment(
         name="check-new-data",
         description="Fingerprint ingest.source; emit alexnet.source.changed if the images changed.",
-        parameters={"workspace": str(workspace)},
         interval=check_every_minutes * 60 if check_every_minutes > 0 else None,
         # A slow check (huge folder) must not pile up behind itself.
         concurrency_limit=1,
@@ -71,7 +82,6 @@ def build_deployments(workspace: Path, cron: str | None, timeout_hours: float,
         name="train-alexnet",
         description="Ingest, validate, split, preprocess, train (Horovod), evaluate, promote; "
                     "recorded as a DVC experiment named after the flow run.",
-        parameters={"workspace": str(workspace)},
         cron=cron,
         # Two runs must never share a DVC workspace: the second one waits in the queue.
         concurrency_limit=1,
@@ -82,14 +92,23 @@ def build_deployments(workspace: Path, cron: str | None, timeout_hours: float,
 
 
 def check_api() -> str | None:
-    """None if the configured Prefect API answers (or none is configured), else a one-line reason."""
+    """None if the configured Prefect API answers and accepts us, else a one-line reason."""
     url = PREFECT_API_URL.value()
-    if not url:  # Prefect's own default: a temporary local server for this process
-        return None
+    if not url:  # Prefect would serve against a temporary server whose deployments vanish
+        return ("no Prefect server configured (PREFECT_API_URL is not set); run first:  "
+                "prefect server start --host 127.0.0.1   (another terminal)  and  "
+                "export PREFECT_API_URL=http://127.0.0.1:4200/api")
     with get_client(sync_client=True) as client:
         error = client.api_healthcheck()  # returns the exception instead of raising it
-    if error is None:
-        return None
+        if error is None:
+            try:
+                client.hello()  # unlike the health check, needs the auth string if one is set
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 401:
+                    raise
+                return (f"the Prefect API at {url} refused us (401 Unauthorized): set "
+                        "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING")
+            return None
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return (f"the Prefect API at {url} is unreachable ({reason}); start it with "
             "`prefect server start` or fix PREFECT_API_URL")

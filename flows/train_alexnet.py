@@ -25,7 +25,9 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.workspace import demo_settings, ensure_source, set_params
+from alexnet.errors import EXIT_CONFIG
+from alexnet.params import ParamsError, apply_overrides, load_params
+from flows.workspace import demo_settings, ensure_source, one_run_per_workspace, set_params
 from tasks.record import publish_run_record, push_outputs, save_experiment
 from tasks.stages import publish_metrics, publish_split, publish_validation, run_stage
 
@@ -46,6 +48,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
 
 
 @flow(name="train-alexnet", log_prints=True)
+@one_run_per_workspace  # held for the whole run: another run in this workspace waits
 def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".") -> dict[str, Any]:
     """Ingest, validate, split, preprocess, train (Horovod), evaluate, then record the run as a
     DVC experiment named after the flow run; returns output paths and the experiment.
@@ -94,6 +97,12 @@ def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".")
             "experiment_commit": record["commit"]}
 
 
+def check_params(workspace: Path, overrides: dict[str, Any]) -> None:
+    """Validate params.yaml with the overrides applied, writing nothing; raises ParamsError."""
+    load_params(workspace / "params.yaml")
+    apply_overrides(yaml.safe_load((workspace / "params.yaml").read_text()) or {}, overrides)
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """["train.epochs=3"] -> {"train.epochs": 3} (values parsed as YAML scalars)."""
     out = {}
@@ -112,11 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default=".")
     args = parser.parse_args(argv)
     overrides = parse_sets(args.set)
-    result = train_alexnet(overrides=overrides or None, workspace=args.workspace)
+    try:  # a params mistake is one line, before a flow run (and its traceback) starts
+        check_params(Path(args.workspace), overrides)
+        result = train_alexnet(overrides=overrides or None, workspace=args.workspace)
+    except ParamsError as exc:
+        print(f"train-alexnet: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(json.dumps(result, indent=2))
     print(f"\nReport:   {result['report']}\nModel:    {result['model']}"
           f"\nChampion: {result['champion']} ({'promoted' if result['promoted'] else 'unchanged'})"
           f"\nRecorded: DVC experiment {result['experiment']} (dvc exp apply {result['experiment']})")
+    if overrides:
+        print(f"\nNote: params.yaml keeps this run's settings ({', '.join(sorted(overrides))}); "
+              "`git checkout params.yaml` restores the defaults.")
     return 0
 
 

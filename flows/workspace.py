@@ -1,10 +1,19 @@
-"""The DVC workspace a flow runs in: params.yaml overrides and the built-in sample data."""
+"""The DVC workspace a flow runs in: one flow run at a time, params.yaml overrides and the
+built-in sample data."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import inspect
 import io
+import logging
+import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from ruamel.yaml import YAML
 
@@ -12,6 +21,72 @@ from alexnet.io import atomic_open
 from alexnet.params import Params, apply_overrides, load_params, parse_params
 
 SAMPLE_SOURCE = "data/sample"  # ingest.source's default: generated on demand
+LOCK_FILE = Path(".alexnet/flow.lock")  # held by the flow run that owns the workspace
+_logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def workspace_lock(workspace: Path, holder: str, on_wait: Callable[[str], None] = _logger.info,
+                   poll_seconds: float = 1.0) -> Iterator[None]:
+    """Hold the workspace for the whole block: one flow run per workspace at a time.
+
+    DVC locks one command at a time, so two flow runs (a deployment run and a `make run`, or two
+    shells) would interleave stage by stage and rewrite params.yaml under each other. This is an
+    exclusive `flock` on `.alexnet/flow.lock`; the kernel releases it when the holder exits, so
+    a killed run leaves no stale lock. Another run waits (saying once who holds it), then goes on.
+
+    Args:
+        holder: who we are, written into the lock file for the runs that wait ("flow run X").
+        on_wait: called once with a message naming the holder (its pid) when we have to wait.
+    """
+    path = workspace / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ignore = path.parent / ".gitignore"  # keep the lock out of git and of `dvc exp save`
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    with open(path, "a+") as fh:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    fh.seek(0)
+                    holder_now = fh.read().strip() or "another run"
+                    on_wait(f"workspace {workspace} is in use by {holder_now}: waiting for it to "
+                            "finish")
+                    waited = True
+                time.sleep(poll_seconds)
+        fh.seek(0)
+        fh.truncate()
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        fh.write(f"{holder} (pid {os.getpid()}, since {since})\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def one_run_per_workspace(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a flow function with a `workspace` argument: its whole body runs under
+    `workspace_lock`, params.yaml overrides included."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        from prefect import get_run_logger
+        from prefect.runtime import flow_run
+
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        workspace = Path(bound.arguments["workspace"]).resolve()
+        logger = get_run_logger()
+        with workspace_lock(workspace, f"flow run {flow_run.get_name()!r}", on_wait=logger.info):
+            return fn(*args, **kwargs)
+    return locked
 
 
 def set_params(workspace: Path, overrides: dict[str, Any]) -> bool:

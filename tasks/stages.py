@@ -26,8 +26,10 @@ from alexnet.errors import EXIT_TRANSIENT
 
 _EXITED = re.compile(r"exited with (\d+)")
 _SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
-# DVC holds a lock on the workspace while one command runs; another must wait, not fail.
-LOCKED = ("Unable to acquire lock", "is busy, retrying")
+# DVC holds a lock on the workspace while one command runs, and a read/write lock on the deps and
+# outs of a stage while its command runs (rwlock: "'data/cache' is busy, it is being blocked by:");
+# another run must wait and retry, not fail.
+LOCKED = ("Unable to acquire lock", "is busy, retrying", "is busy, it is being blocked by")
 
 
 class StageFailed(RuntimeError):

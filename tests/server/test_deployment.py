@@ -31,7 +31,7 @@ def test_deployment_run_completes(tmp_path, prefect_server):
                    120, "deployment", served, log)
         deployment = read_deployment(env["PREFECT_API_URL"])
         assert deployment.global_concurrency_limit.limit == 1  # runs queue, never share a workspace
-        assert deployment.parameters == {"workspace": str(ws)}
+        assert deployment.parameters == {}  # the workspace is bound when serving, not per run
         check = read_deployment(env["PREFECT_API_URL"], "check-new-data/check-new-data")
         assert [s.schedule.interval.total_seconds() for s in check.schedules] == [600]
         # Two runs requested at once: the concurrency limit makes the second wait for the first,
