@@ -1,6 +1,7 @@
 """Real `horovodrun -np 2 --gloo` training: synchronised ranks, faults that end cleanly, resume."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -151,3 +152,32 @@ def test_checkpoint_dir_with_other_files_is_not_deleted(cached, tmp_path):
     (mine / "notes.txt").write_text("keep me")
     run(["alexnet", "train", "--checkpoint-dir", str(mine)], ws, timeout=600)
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_alexnet_train_stops_its_workers(cached, tmp_path, sig):
+    """The signal goes to `alexnet train` alone (not its group): horovodrun and both workers,
+    which run in sessions of their own, end too; the checkpoint stays, no model is written."""
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 12, "train.workers": 2})
+    state = ws / "models/checkpoints/state.json"
+    train = subprocess.Popen(["alexnet", "train"], cwd=ws, env=tool_env(), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        _wait_for_epoch(state, 1, train)
+        workers = [_rank_process(train.pid, rank) for rank in (0, 1)]
+        assert all(os.getpgid(w.pid) != os.getpgid(train.pid) for w in workers)  # own groups
+        tree = [psutil.Process(train.pid), *psutil.Process(train.pid).children(recursive=True)]
+        train.send_signal(sig)
+        t0 = time.monotonic()
+        output, _ = train.communicate(timeout=60)
+        gone, alive = psutil.wait_procs(tree, timeout=30 - (time.monotonic() - t0))
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    finally:
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+            train.wait()
+    assert train.returncode == 128 + sig, output[-3000:]
+    assert f"training stopped by {signal.Signals(sig).name}" in output
+    assert not (ws / "models/candidate/model.keras").exists()
+    assert 1 <= json.loads(state.read_text())["epoch"] < 12
