@@ -20,6 +20,7 @@ work pools on GPU hosts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
 from flows.check_new_data import EVENT, check_new_data, resource_id, source_dir
-from flows.train_alexnet import train_alexnet
+from flows.train_alexnet import TIMEOUT_ENV, train_alexnet
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00: retrain on whatever data has arrived
 CHECK_EVERY_MINUTES = 10.0
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = check_api()
     if problem:
         sys.exit(f"flows.deploy: {problem}")
+    # Each served run imports the flow afresh in its own process: the timeout goes by environment.
+    os.environ[TIMEOUT_ENV] = str(int(args.timeout_hours * 3600))
     serve(*build_deployments(args.workspace, None if args.no_schedule else args.cron,
                              args.timeout_hours, args.check_every))
 

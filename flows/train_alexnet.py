@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,19 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
-@flow(name="train-alexnet", log_prints=True)
+# The timeout of served runs (`python -m flows.deploy --timeout-hours`). Prefect's runner starts
+# each served run in a new process that imports this module again, so a timeout set with
+# `with_options` in the serving process never reaches the run; this variable, which that
+# process inherits, does.
+TIMEOUT_ENV = "ALEXNET_FLOW_TIMEOUT_SECONDS"
+
+
+def served_timeout() -> float | None:
+    value = os.environ.get(TIMEOUT_ENV)
+    return float(value) if value else None
+
+
+@flow(name="train-alexnet", log_prints=True, timeout_seconds=served_timeout())
 def train_alexnet(overrides: dict[str, Any] | None = None, workspace: str = ".") -> dict[str, Any]:
     """Ingest, validate, split, preprocess, train (Horovod), evaluate, then record the run as a
     DVC experiment named after the flow run; returns output paths and the experiment.

@@ -197,8 +197,8 @@ def test_timeout_and_shutdown_end_every_process(tmp_path, prefect_server):
         procs = wait_training(second, ws, served, log, min_epoch=0)
         t0 = time.monotonic()
         os.kill(served.pid, signal.SIGTERM)  # the process only, as a service manager does
-        served.wait(timeout=BOUND_SECONDS + 15)  # Prefect gives a run 30 s, then SIGKILL
         seconds = wait_gone(second, procs, log, t0)
+        served.wait(timeout=BOUND_SECONDS + 15)  # Prefect gives a run 30 s, then SIGKILL
         print(f"SIGTERM to serve -> last process of the run gone: {seconds:.1f} s, serve gone "
               f"after {time.monotonic() - t0:.1f} s")
         assert seconds < BOUND_SECONDS
