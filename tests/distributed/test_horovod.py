@@ -163,6 +163,7 @@ def test_stopping_alexnet_train_stops_its_workers(cached, tmp_path, sig):
     train = subprocess.Popen(["alexnet", "train"], cwd=ws, env=tool_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)
+    tree: list[psutil.Process] = []
     try:
         _wait_for_epoch(state, 1, train)
         workers = [_rank_process(train.pid, rank) for rank in (0, 1)]
@@ -174,6 +175,11 @@ def test_stopping_alexnet_train_stops_its_workers(cached, tmp_path, sig):
         gone, alive = psutil.wait_procs(tree, timeout=30 - (time.monotonic() - t0))
         assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     finally:
+        for proc in tree[1:]:  # whatever is left of a failed test, by pid
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
         if train.poll() is None:
             os.killpg(train.pid, signal.SIGKILL)
             train.wait()
