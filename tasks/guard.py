@@ -39,7 +39,7 @@ import time
 
 import psutil
 
-GRACE_SECONDS = 15.0  # SIGTERM -> SIGKILL; under Prefect's 30 s before it kills the flow run
+GRACE_SECONDS = 15.0  # stop -> SIGKILL; well under the 30 s Prefect gives a run before SIGKILL
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
