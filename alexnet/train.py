@@ -128,7 +128,7 @@ class SignalForwarder:
         so a process-group kill would miss them)."""
         if self.proc is None:
             return
-        # Only a horovodrun not yet reaped can be looked up by pid (a reaped one's pid may be reused).
+        # Only a horovodrun not yet reaped can be looked up by pid (a reaped pid may be reused).
         current = _tree(self.proc.pid) if self.proc.poll() is None else []
         alive = [p for p in {*self._tree, *current} if _alive(p)]
         if alive:
