@@ -6,6 +6,11 @@ The launcher owns what a single worker cannot know: how many processes, on which
 to wait for a dead peer, and what the workers' exit codes mean for the pipeline (a NaN loss is a
 permanent failure; a worker killed by a signal is transient and a rerun resumes from the last
 checkpoint).
+
+Stopping it (SIGTERM, or SIGINT/Ctrl-C) stops the workers too: the signal is forwarded to
+horovodrun, whose shutdown handler makes each worker's middleman (the worker's own session)
+SIGTERM the worker and SIGKILL it 5 s later; if horovodrun is not gone after STOP_SECONDS, this
+kills it and every process it started, in whatever process group. Then it exits 128 + signal.
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from alexnet.errors import EXIT_DATA, EXIT_TRANSIENT, TrainingError, TransientError
+import psutil
+
+from alexnet.errors import (EXIT_DATA, EXIT_TRANSIENT, PipelineError, TrainingError,
+                            TransientError)
 from alexnet.params import TrainParams
 
 _logger = logging.getLogger(__name__)
@@ -33,6 +43,9 @@ TIMEOUTS = {
 _EXIT_LINE = re.compile(r"Process (\d+) exit with status code (-?\d+)")
 # The last line a rank writes to stderr before dying: "error: ..." from distributed.main, or the
 # last line of a traceback.
+# After forwarding a stop signal: how long horovodrun gets to stop its workers (its middlemen
+# need up to 2 x 5 s) before it and everything it started are killed.
+STOP_SECONDS = 12.0
 _RANK_ERROR = re.compile(r"\[(\d+)\]<stderr>:((?:error: |\w+(?:\.\w+)*(?:Error|Exception): ).*)")
 
 
@@ -50,9 +63,103 @@ def horovodrun_command(p: TrainParams, worker_args: list[str]) -> list[str]:
             "--start-timeout", "120", sys.executable, "-m", "alexnet.distributed", *worker_args]
 
 
+class Stopped(PipelineError):
+    """`alexnet train` was told to stop (SIGTERM/SIGINT); exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(f"training stopped by {signal.Signals(signum).name}; the workers are "
+                         "gone and the next run resumes from the last completed epoch")
+
+
+class SignalForwarder:
+    """While horovodrun runs: SIGTERM/SIGINT to this process go to horovodrun, and after
+    `stop_seconds` whatever is left of it and of its workers is killed."""
+
+    def __init__(self, stop_seconds: float = STOP_SECONDS) -> None:
+        self.stop_seconds = stop_seconds
+        self.proc: subprocess.Popen | None = None
+        self.signum: int | None = None
+        self._timer: threading.Timer | None = None
+        self._tree: list[psutil.Process] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "SignalForwarder":
+        # Signal handlers exist only in the main thread; elsewhere the caller's handling stands.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.signum is not None:
+            self.kill()  # horovodrun has exited; a worker must not outlive it
+
+    def started(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        if self.signum is not None:  # a signal came while horovodrun was starting
+            self._forward()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            _logger.warning("received %s: stopping the training workers",
+                            signal.Signals(signum).name)
+            if self.proc is not None:
+                self._forward()
+
+    def _forward(self) -> None:
+        assert self.proc is not None and self.signum is not None
+        self._tree = _tree(self.proc.pid)  # the workers, while horovodrun still links to them
+        try:
+            self.proc.send_signal(self.signum)
+        except ProcessLookupError:
+            pass
+        self._timer = threading.Timer(self.stop_seconds, self.kill)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def kill(self) -> None:
+        """SIGKILL horovodrun and every process it started (the workers are in other sessions,
+        so a process-group kill would miss them)."""
+        if self.proc is None:
+            return
+        # Only a horovodrun not yet reaped can be looked up by pid (a reaped pid may be reused).
+        current = _tree(self.proc.pid) if self.proc.poll() is None else []
+        alive = [p for p in {*self._tree, *current} if _alive(p)]
+        if alive:
+            _logger.warning("killing %d leftover training process(es)", len(alive))
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """`pid` and its descendants (psutil.Process compares by pid and start time: no reuse)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
            checkpoint_dir: Path, live_dir: Path) -> None:
-    """Run the workers to completion; raise TrainingError/TransientError on failure."""
+    """Run the workers to completion; raise TrainingError/TransientError on failure, Stopped
+    when told to stop."""
     args = ["--params", str(params_path), "--cache", str(cache_dir), "--model-dir", str(model_dir),
             "--checkpoint-dir", str(checkpoint_dir), "--live-dir", str(live_dir)]
     cmd = horovodrun_command(p, args)
@@ -60,15 +167,23 @@ def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
     _logger.info("starting %d worker(s): %s", p.workers, " ".join(cmd))
     first_failure: int | None = None
     last_error: dict[int, str] = {}
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
+    with SignalForwarder() as forwarder, \
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, bufsize=1) as proc:
+        forwarder.started(proc)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if first_failure is None and (m := _EXIT_LINE.search(line)) and m.group(2) != "0":
-                first_failure = int(m.group(2))  # horovodrun then SIGTERMs the other ranks
-            if m := _RANK_ERROR.match(line):
-                last_error[int(m.group(1))] = m.group(2).strip()
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                if first_failure is None and (m := _EXIT_LINE.search(line)) and m.group(2) != "0":
+                    first_failure = int(m.group(2))  # horovodrun then SIGTERMs the other ranks
+                if m := _RANK_ERROR.match(line):
+                    last_error[int(m.group(1))] = m.group(2).strip()
+        except BaseException:  # e.g. our stdout is gone: nobody is left to report to
+            forwarder.kill()
+            raise
+    if forwarder.signum is not None:
+        raise Stopped(forwarder.signum)
     if proc.returncode == 0:
         return
     reason = "; ".join(f"rank {r}: {e}" for r, e in sorted(last_error.items())) or "see the log above"

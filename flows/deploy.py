@@ -38,7 +38,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
 from flows.check_new_data import EVENT, resource_id, source_dir
-from flows.served import WORKSPACE_ENV, check_new_data_served, train_alexnet_served
+from flows.served import (TIMEOUT_ENV, WORKSPACE_ENV, check_new_data_served,
+                          train_alexnet_served)
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00: retrain on whatever data has arrived
 CHECK_EVERY_MINUTES = 10.0
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = check_api()
     if problem:
         sys.exit(f"flows.deploy: {problem}")
+    # Each served run imports the flow afresh in its own process: the timeout goes by environment.
+    os.environ[TIMEOUT_ENV] = str(int(args.timeout_hours * 3600))
     serve(*build_deployments(args.workspace, None if args.no_schedule else args.cron,
                              args.timeout_hours, args.check_every))
 

@@ -19,6 +19,16 @@ from flows.check_new_data import check_new_data
 from flows.train_alexnet import train_alexnet
 
 WORKSPACE_ENV = "ALEXNET_WORKSPACE"
+# The timeout of served runs (`python -m flows.deploy --timeout-hours`). Prefect's runner starts
+# each served run in a new process that imports this module again, so a timeout set with
+# `with_options` in the serving process never reaches the run; this variable, which that
+# process inherits, does.
+TIMEOUT_ENV = "ALEXNET_FLOW_TIMEOUT_SECONDS"
+
+
+def served_timeout() -> float | None:
+    value = os.environ.get(TIMEOUT_ENV)
+    return float(value) if value else None
 
 
 def bound_workspace() -> str:
@@ -30,7 +40,7 @@ def bound_workspace() -> str:
     return workspace
 
 
-@flow(name="train-alexnet", log_prints=True)
+@flow(name="train-alexnet", log_prints=True, timeout_seconds=served_timeout())
 def train_alexnet_served(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """train-alexnet in the workspace bound when serving; see flows/train_alexnet.py.
 

@@ -6,6 +6,12 @@ from a shell. Prefect adds retries of transient failures, logs and artifacts.
 
 A stage's exit code says whether a retry can help (alexnet/errors.py): 75 (a worker died, a lock
 was held) is retried; bad data (65) and bad params (78) fail at once.
+
+A stage never outlives its flow run: it runs under tasks/guard.py, in a session of its own.
+When the task is interrupted (Prefect's SIGTERM on Cancel, the flow's timeout, Ctrl-C) it stops
+the guard, which stops every process of the stage, Horovod workers included; if the flow-run
+process dies outright, the kernel tells the guard (PR_SET_PDEATHSIG). The stage's processes
+carry RUN_MARKER=<flow-run id> in their environment, so they can be found by run.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,8 +28,10 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from alexnet.errors import EXIT_TRANSIENT
+from tasks import guard
 
 _EXITED = re.compile(r"exited with (\d+)")
 _SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
@@ -30,6 +39,8 @@ _SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
 # outs of a stage while its command runs (rwlock: "'data/cache' is busy, it is being blocked by:");
 # another run must wait and retry, not fail.
 LOCKED = ("Unable to acquire lock", "is busy, retrying", "is busy, it is being blocked by")
+# In the environment of every process a stage starts (Horovod workers too): the flow-run id.
+RUN_MARKER = "ALEXNET_FLOW_RUN_ID"
 
 
 class StageFailed(RuntimeError):
@@ -58,30 +69,66 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def dvc_env() -> dict[str, str]:
-    """The environment stages run in: this venv's tools first, no analytics traffic."""
+    """The environment stages run in: this venv's tools first, no analytics traffic, and the
+    flow run's id (RUN_MARKER) when there is one."""
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    if run_id := flow_run.get_id():
+        env[RUN_MARKER] = str(run_id)
     return env
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    """`cmd` under tasks/guard.py, which ends all of its processes if this process goes away.
+    Run by path in isolated mode (-I): never a `tasks` package from the workspace."""
+    return [sys.executable, "-I", os.path.abspath(guard.__file__), "--parent", str(os.getpid()),
+            "--", *cmd]
+
+
+def stop_guard(proc: subprocess.Popen) -> None:
+    """Stop a guarded stage and wait until its processes are gone (the guard's grace period,
+    then SIGKILL), within Prefect's 30 s between its SIGTERM and SIGKILL of the flow run."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=guard.GRACE_SECONDS + 8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
       task_run_name="dvc-repro-{stage}")
 def run_stage(stage: str, workspace: Path) -> StageResult:
-    """`dvc repro --single-item STAGE` in the workspace, streaming its output to the run log."""
+    """`dvc repro --single-item STAGE` in the workspace, streaming its output to the run log.
+
+    Interrupted (Cancel, timeout, Ctrl-C: Prefect raises in this thread), it stops the stage's
+    processes before re-raising, so nothing of the run keeps training or writes afterwards.
+    """
     logger = get_run_logger()
     cmd = ["dvc", "repro", "--single-item", stage]
     logger.info("%s", " ".join(cmd))
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=workspace, env=dvc_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    # Own session: signals meant for the flow-run process (a terminal's Ctrl-C, a group kill)
+    # reach the stage only through stop_guard, in order.
+    with subprocess.Popen(guarded(cmd), cwd=workspace, env=dvc_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          start_new_session=True) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                lines.append(line)
-                logger.info("%s", line)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                if line:
+                    lines.append(line)
+                    logger.info("%s", line)
+        except BaseException as exc:
+            logger.warning("stage %s interrupted (%s): stopping its processes", stage,
+                           type(exc).__name__)
+            stop_guard(proc)
+            raise
     output = "\n".join(lines)
     if proc.returncode != 0:
         match = _EXITED.search(output)

@@ -1,6 +1,7 @@
 """Real `horovodrun -np 2 --gloo` training: synchronised ranks, faults that end cleanly, resume."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -226,3 +227,38 @@ def test_checkpoints_of_other_params_are_dropped(cached, tmp_path):
     kept = sorted(p.name for p in (ws / "models/checkpoints").glob("epoch-*"))
     assert kept == ["epoch-0002"]
 
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_alexnet_train_stops_its_workers(cached, tmp_path, sig):
+    """The signal goes to `alexnet train` alone (not its group): horovodrun and both workers,
+    which run in sessions of their own, end too; the checkpoint stays, no model is written."""
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 12, "train.workers": 2})
+    state = ws / "models/checkpoints/state.json"
+    train = subprocess.Popen(["alexnet", "train"], cwd=ws, env=tool_env(), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    tree: list[psutil.Process] = []
+    try:
+        _wait_for_epoch(state, 1, train)
+        workers = [_rank_process(train.pid, rank) for rank in (0, 1)]
+        assert all(os.getpgid(w.pid) != os.getpgid(train.pid) for w in workers)  # own groups
+        tree = [psutil.Process(train.pid), *psutil.Process(train.pid).children(recursive=True)]
+        train.send_signal(sig)
+        t0 = time.monotonic()
+        output, _ = train.communicate(timeout=60)
+        gone, alive = psutil.wait_procs(tree, timeout=30 - (time.monotonic() - t0))
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    finally:
+        for proc in tree[1:]:  # whatever is left of a failed test, by pid
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+            train.wait()
+    assert train.returncode == 128 + sig, output[-3000:]
+    assert f"training stopped by {signal.Signals(sig).name}" in output
+    assert not (ws / "models/candidate/model.keras").exists()
+    assert 1 <= json.loads(state.read_text())["epoch"] < 12

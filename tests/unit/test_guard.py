@@ -1,0 +1,86 @@
+"""tasks/guard.py with real processes (seconds): a stage's whole process tree ends when the
+flow-run process dies or stops it, including processes in other sessions (as Horovod's workers
+are) and processes that ignore SIGINT/SIGTERM (killed after the grace period)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import tasks.guard
+
+GUARD = os.path.abspath(tasks.guard.__file__)
+# A stage-like tree: a shell in the guard's group, a child in a session of its own (like a
+# Horovod worker's middleman), and one that ignores SIGINT and SIGTERM.
+TREE = ("setsid sleep 300 & "
+        "python3 -c 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)' & "
+        "echo started; wait")
+# The flow-run process's stand-in: starts the guard as tasks/stages.py does, then waits.
+PARENT = ("import os, subprocess, sys, time\n"
+          "subprocess.Popen([sys.executable, '-I', sys.argv[1], '--parent', str(os.getpid()),"
+          " '--grace', '3', '--', 'sh', '-c', sys.argv[2]], start_new_session=True)\n"
+          "time.sleep(300)\n")
+
+
+def marked(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("GUARD_TEST") == marker and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def wait_for(check, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if check():
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s")
+
+
+@pytest.mark.parametrize("how", ["crash", "stop"])
+def test_the_stage_tree_ends_with_its_parent(tmp_path, how):
+    marker = f"{os.getpid()}-{how}"
+    env = {**os.environ, "GUARD_TEST": marker}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, GUARD, TREE], env=env,
+                              start_new_session=True)
+    try:
+        wait_for(lambda: len(marked(marker)) >= 5, 20)  # guard, sh, setsid sleep, python3 (+sleep)
+        guard = next(p for p in marked(marker) if GUARD in p.cmdline())
+        if how == "crash":
+            parent.kill()  # SIGKILL: the parent gets no chance to stop anything
+        else:
+            guard.send_signal(signal.SIGTERM)  # what run_stage does when interrupted
+        seconds = wait_for(lambda: not marked(marker), 20)
+        assert seconds < 3 + 5  # the grace period, then SIGKILL
+    finally:
+        for proc in [psutil.Process(parent.pid)] if parent.poll() is None else []:
+            proc.kill()
+        for proc in marked(marker):
+            proc.kill()
+
+
+def test_exit_code_is_the_commands(tmp_path):
+    done = subprocess.run([sys.executable, "-I", GUARD, "--parent", str(os.getpid()), "--",
+                           "sh", "-c", "echo out; exit 3"], capture_output=True, text=True,
+                          timeout=30)
+    assert (done.returncode, done.stdout) == (3, "out\n")
+
+
+def test_a_dead_parent_stops_the_command_before_it_starts(tmp_path):
+    flag = tmp_path / "ran"
+    done = subprocess.run([sys.executable, "-I", GUARD, "--parent", "1", "--", "touch",
+                           str(flag)], timeout=30)
+    assert done.returncode == 128 + signal.SIGTERM and not flag.exists()
