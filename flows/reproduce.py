@@ -115,19 +115,20 @@ def restore_outputs(workspace: Path, name: str, git_remote: str) -> str:
     remote = _out(["dvc", "remote", "default"], workspace)
     cache = _out(["dvc", "cache", "dir"], workspace)
     if remote:
-        url = _out(["dvc", "remote", "modify", "--get", remote, "url"], workspace) or "?"
-        proc, looked = _dvc(["dvc", "pull"], workspace), f"DVC remote {remote!r} ({url})"
+        url = _out(["dvc", "config", f"remote.{remote}.url"], workspace) or "?"
+        proc, looked = _dvc(["dvc", "pull"], workspace), f"the DVC remote {remote!r} ({url})"
     else:
-        proc, looked = _dvc(["dvc", "checkout"], workspace), "no DVC remote (none configured)"
+        proc, looked = _dvc(["dvc", "checkout"], workspace), "a DVC remote (none is configured)"
     if proc.returncode == 0:
-        return looked if remote else f"the DVC cache {cache}"
+        return looked if remote else f"this workspace's DVC cache {cache}"
     output = proc.stdout + proc.stderr
     missing = missing_targets(output)
     if not missing and "missing" not in output.lower():
         raise Refused(f"run {name!r}: {' '.join(proc.args[:2])} failed: {_first_error(proc)}")
     source = recorded_cache(workspace, git_remote)
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
     raise Refused(
-        f"run {name!r}: its outputs {', '.join(missing) or '(see `dvc status`)'} are in neither "
+        f"run {name!r}: its outputs ({shown or 'see `dvc status`'}) are in neither "
         f"this workspace's DVC cache ({cache}) nor {looked}. Its params.yaml and dvc.lock are "
         "applied; its data is in the DVC cache of the workspace that recorded it (or the DVC "
         "remote it was pushed to). Point this clone at it, then run this command again:\n"

@@ -65,7 +65,7 @@ class PushSettings:
 
 @dataclass(frozen=True)
 class PushResult:
-    data: str  # where the run's data is: the DVC cache, plus the remote when pushed
+    data: str  # this workspace's DVC cache: the run's data is there, pushed or not
     dvc_remote: str | None  # the DVC remote the outputs were pushed to, None when not pushed
     exp_pushed_to: str | None  # git remote name, or None when not pushed
     note: str
@@ -159,8 +159,7 @@ def push_outputs(workspace: Path, experiment: Experiment) -> PushResult:
     _run(["dvc", "exp", "push", "--no-cache", "--force", settings.git_remote, experiment.name],
          workspace)
     logger.info("dvc exp push %s %s", settings.git_remote, experiment.name)
-    return PushResult(data=f"{settings.cache_dir} and DVC remote {settings.dvc_remote!r}",
-                      dvc_remote=settings.dvc_remote, exp_pushed_to=settings.git_remote, note="")
+    return PushResult(data=settings.cache_dir, dvc_remote=settings.dvc_remote, exp_pushed_to=settings.git_remote, note="")
 
 
 def locked_md5s(workspace: Path) -> dict[str, str]:
@@ -177,6 +176,8 @@ def locked_md5s(workspace: Path) -> dict[str, str]:
 def record_markdown(flow_run: dict[str, str], experiment: Experiment, pushed: PushResult,
                     md5s: dict[str, str]) -> str:
     rows = "\n".join(f"| {k} | `{v}` |" for k, v in md5s.items())
+    pushed_to = (f"data to DVC remote `{pushed.dvc_remote}`, experiment ref to git remote "
+                 f"`{pushed.exp_pushed_to}`" if pushed.exp_pushed_to else pushed.note)
     return f"""# Run record: {flow_run['name']}
 
 | | |
@@ -186,8 +187,8 @@ def record_markdown(flow_run: dict[str, str], experiment: Experiment, pushed: Pu
 | git ref | `{experiment.ref}` |
 | experiment commit | `{experiment.commit}` |
 | baseline commit | `{experiment.baseline}` |
-| data (DVC) | `{pushed.data}` |
-| pushed | {f"data to DVC remote `{pushed.dvc_remote}`, experiment ref to git remote `{pushed.exp_pushed_to}`" if pushed.exp_pushed_to else pushed.note} |
+| data (DVC cache) | `{pushed.data}` |
+| pushed | {pushed_to} |
 {rows}
 
 Reproduce (README, "Reproduce a past run"):
