@@ -159,7 +159,8 @@ def push_outputs(workspace: Path, experiment: Experiment) -> PushResult:
     _run(["dvc", "exp", "push", "--no-cache", "--force", settings.git_remote, experiment.name],
          workspace)
     logger.info("dvc exp push %s %s", settings.git_remote, experiment.name)
-    return PushResult(data=settings.cache_dir, dvc_remote=settings.dvc_remote, exp_pushed_to=settings.git_remote, note="")
+    return PushResult(data=settings.cache_dir, dvc_remote=settings.dvc_remote,
+                      exp_pushed_to=settings.git_remote, note="")
 
 
 def locked_md5s(workspace: Path) -> dict[str, str]:
