@@ -37,7 +37,9 @@ from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "label", "split_hint", "bytes", "sha256")
+# mtime_ns: the source file's modification time when it was copied; the next run links the
+# copy instead of reading the file again when the source still has this size and mtime.
+MANIFEST_COLUMNS = ("path", "label", "split_hint", "bytes", "sha256", "mtime_ns")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", ".ds_store", "desktop.ini"})
 SYSTEM_DIRS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
@@ -359,25 +361,30 @@ def copies_fingerprint(params: IngestParams) -> str:
 
 
 def previous_copies(raw_dir: Path, manifest_path: Path,
-                    params: IngestParams) -> dict[str, tuple[int, str]]:
-    """path -> (bytes, sha256) from the previous run's manifest; empty if there is none or if
-    other code or params wrote it (raw_dir's stamp, alexnet.fingerprint)."""
+                    params: IngestParams) -> dict[str, tuple[int, str, int | None]]:
+    """path -> (bytes, sha256, source mtime_ns) from the previous run's manifest; empty if there
+    is none or if other code or params wrote it (raw_dir's stamp, alexnet.fingerprint). mtime is
+    None in a manifest written before that column existed."""
     if not (raw_dir.is_dir() and manifest_path.is_file()):
         return {}
     if read_stamp(raw_dir) != copies_fingerprint(params):
         _logger.info("ingest: %s was written by other code or params: copying every file",
                      raw_dir)
         return {}
-    return {r["path"]: (int(r["bytes"]), r["sha256"]) for r in read_csv(manifest_path)}
+    return {r["path"]: (int(r["bytes"]), r["sha256"],
+                        int(r["mtime_ns"]) if r.get("mtime_ns") else None)
+            for r in read_csv(manifest_path)}
 
 
 def link_unchanged(src: Path, old: Path, dst: Path,
-                   known: tuple[int, str] | None) -> tuple[int, str] | None:
+                   known: tuple[int, str, int | None] | None) -> tuple[int, str] | None:
     """Hard-link the previous copy `old` to `dst` if `src` is unchanged since it was copied.
 
-    Unchanged means the same size and modification time as the copy (which kept the source's
-    mtime), the test rsync and make use; then the recorded sha256 is reused and the file is
-    neither read nor copied again. Returns (size, sha256), or None when it must be copied.
+    Unchanged means the size and modification time the manifest recorded for it (the test rsync
+    and make use); then the recorded sha256 is reused and the file is neither read nor copied
+    again. The manifest, not the copy's own mtime: with DVC's linked cache, `dvc repro` replaces
+    the old copies by plain copies (DVC's unprotect of persist outputs), which have new mtimes.
+    Returns (size, sha256), or None when it must be copied.
     """
     if known is None:
         return None
@@ -385,10 +392,11 @@ def link_unchanged(src: Path, old: Path, dst: Path,
         s, o = src.stat(), old.stat()
     except OSError:
         return None
-    if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == o.st_mtime_ns):
+    recorded_mtime = known[2] if known[2] is not None else o.st_mtime_ns
+    if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == recorded_mtime):
         return None
     link_or_copy(old, dst)
-    return known
+    return known[0], known[1]
 
 
 def _sniff(path: Path) -> str | None:
@@ -495,6 +503,9 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                                 source / rel, st.st_size, params.max_bytes)
                 continue
             try:
+                # Taken before reading (lstat above): a change during the copy is seen by the
+                # next run.
+                mtime_ns = st.st_mtime_ns
                 copied = link_unchanged(source / rel, raw_dir / rel, tmp / rel,
                                         previous.get(rel.as_posix()))
                 linked += copied is not None
@@ -513,7 +524,8 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 continue
             size, sha = copied
             rows.append({"path": rel.as_posix(), "label": labelled[0],
-                         "split_hint": labelled[1], "bytes": size, "sha256": sha})
+                         "split_hint": labelled[1], "bytes": size, "sha256": sha,
+                         "mtime_ns": mtime_ns})
         if not rows:
             raise DataError(f"{source}: no labelled images found (layout {layout.name}; "
                             f"{seen} files seen, ignored: {dict(ignored) or 'none'})")

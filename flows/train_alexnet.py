@@ -9,8 +9,9 @@ runs as params.yaml says.
 
 With no Prefect server configured this runs against Prefect's ephemeral API; with
 PREFECT_API_URL set, it is recorded by that server (see flows/deploy.py for deployments).
-Every run ends recorded (tasks/record.py): a DVC experiment named after the flow run, its
-outputs pushed to the DVC remote, and a `run-record` artifact; README, "Reproduce a past run".
+Every run ends recorded (tasks/record.py): a DVC experiment named after the flow run (pushed
+only with `dvc config exp.auto_push true`), and a `run-record` artifact; README, "Reproduce a
+past run".
 """
 
 from __future__ import annotations

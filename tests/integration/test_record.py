@@ -1,6 +1,7 @@
-"""Every run ends recorded as a DVC experiment, and a recorded run can be reproduced from its
-name: `dvc exp apply NAME`, `dvc pull`, `dvc repro` retrains the same weights (deterministic mode,
-one worker). Real Prefect engine (test harness), real dvc, real horovodrun."""
+"""Every run ends recorded as a DVC experiment, pushed only when `exp.auto_push` is on, and a
+recorded run can be reproduced from its name: `python -m flows.reproduce NAME` (dvc exp apply +
+dvc pull), then `dvc repro` retrains the same weights (deterministic mode, one worker). Real
+Prefect engine (test harness), real dvc, real horovodrun."""
 
 from __future__ import annotations
 
@@ -37,41 +38,50 @@ def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 def test_recorded_run_is_reproduced_by_name(tmp_path, prefect_api):
     ws = make_workspace(tmp_path / "ws", overrides=DETERMINISTIC)
+    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], ws)
+    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], ws)
+    # The push switch on (DVC's exp.auto_push), with a DVC remote to push to (README).
+    run(["dvc", "remote", "add", "--local", "-d", "store", str(tmp_path / "store")], ws)
+    run(["dvc", "config", "--local", "exp.auto_push", "true"], ws)
     first = train_alexnet(workspace=str(ws), return_state=True)
     assert first.is_completed(), first
     name = first.result()["experiment"]
     recorded = weights(ws / "models/candidate")
     lock = (ws / "dvc.lock").read_text()
 
-    # Recorded: an experiment with this run's params and dvc.lock, outputs on the DVC remote,
-    # and an artifact that names both.
+    # Recorded: an experiment with this run's params and dvc.lock, outputs on the DVC remote, its
+    # git ref on origin, and an artifact that names them.
     assert name in run(["dvc", "exp", "list", "--name-only"], ws).stdout
     assert "in sync" in run(["dvc", "status", "--cloud"], ws).stdout  # pushed
+    pushed_refs = run(["git", "ls-remote", "origin"], ws).stdout
+    assert "refs/exps/" in pushed_refs and name in pushed_refs
     with get_client(sync_client=True) as client:
         record = client.read_artifacts(limit=1, sort="CREATED_DESC")[0]
     assert record.key == "run-record" and name in record.data
     assert first.result()["experiment_commit"] in record.data
+    assert "DVC remote `store`" in record.data and "git remote `origin`" in record.data
 
-    assert "no git remote" in record.data  # the first run could not push its git ref...
-
-    # ...the second one, with a git remote and a different param, does; the workspace moves on.
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], ws)
-    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], ws)
+    # The switch off (the default): the second run, with a different param, is recorded here and
+    # nothing leaves the workspace, though origin and the DVC remote are still configured.
+    run(["dvc", "config", "--local", "--unset", "exp.auto_push"], ws)
     second = train_alexnet(overrides={"train.learning_rate": 0.001}, workspace=str(ws),
                            return_state=True)
     assert second.is_completed(), second
     assert second.result()["experiment"] != name
-    remote_refs = run(["git", "ls-remote", "origin"], ws).stdout
-    assert "refs/exps/" in remote_refs and second.result()["experiment"] in remote_refs
+    assert second.result()["experiment"] in run(["dvc", "exp", "list", "--name-only"], ws).stdout
+    assert run(["git", "ls-remote", "origin"], ws).stdout == pushed_refs  # refs unchanged
+    assert "in sync" not in run(["dvc", "status", "--cloud"], ws).stdout  # new model not pushed
+    with get_client(sync_client=True) as client:
+        record = client.read_artifacts(limit=1, sort="CREATED_DESC")[0]
+    assert "exp.auto_push` is off" in record.data and str(ws / ".dvc/cache") in record.data
     assert not same(weights(ws / "models/candidate"), recorded)
 
-    # The recipe of README "Reproduce a past run", with the local cache emptied so that the
-    # outputs must come from the DVC remote.
-    run(["dvc", "exp", "apply", name], ws)
-    assert (ws / "dvc.lock").read_text() == lock
+    # README "Reproduce a past run", with the local cache emptied so that the outputs must come
+    # from the DVC remote.
     shutil.rmtree(ws / ".dvc/cache")
     shutil.rmtree(ws / "models/candidate")
-    run(["dvc", "pull"], ws)
+    run(["python", "-m", "flows.reproduce", name], ws)
+    assert (ws / "dvc.lock").read_text() == lock
     assert same(weights(ws / "models/candidate"), recorded)  # restored from the remote
 
     shutil.rmtree(ws / "models/candidate")

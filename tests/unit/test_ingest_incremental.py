@@ -1,6 +1,7 @@
 """A rerun of ingest copies only new or changed files; the rest are hard links to the old copy."""
 
 import os
+import shutil
 
 from PIL import Image
 
@@ -34,3 +35,29 @@ def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
     rows = {r["path"]: r for r in read_csv(tmp_path / "manifest.csv")}
     assert len(rows) == 7 and rows["cats/new.jpg"]["label"] == "cats"
     assert not list((tmp_path / "data").glob(".raw.tmp-*"))
+
+
+def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp_path):
+    """With DVC's linked cache, `dvc repro` first replaces each file of a persist output by a
+    plain copy (`unprotect`: new inode, new mtime). Unchanged source files must still be linked,
+    not read and copied again: ingest compares the source with what the manifest recorded."""
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    for i in range(3):
+        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
+        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    for path in [p for p in raw.rglob("*.jpg")]:  # what DVC's unprotect does to each file
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, path)
+        os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))
+    inode = {p: (raw / p).stat().st_ino for p in ("cats/0.jpg", "dogs/1.jpg")}
+
+    image(src / "dogs/1.jpg", (0, 0, 200))  # changed in place: new bytes, new mtime
+    os.utime(src / "dogs/1.jpg", ns=(0, (src / "dogs/1.jpg").stat().st_mtime_ns + 10**9))
+    ingest(src, *args)
+
+    assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
+    assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
+    assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()

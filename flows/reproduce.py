@@ -1,0 +1,173 @@
+"""Get a recorded run back by its flow-run name: its params.yaml, dvc.lock and outputs.
+
+    python -m flows.reproduce amber-hyena       # in the workspace, or in a `git clone` of it
+
+DVC's own commands, in order (README, "Reproduce a past run"):
+
+1. the run's git ref, if this repository does not have it: `dvc exp pull --no-cache GIT_REMOTE
+   NAME` (GIT_REMOTE: `exp.git_remote` of DVC's config, default `origin`);
+2. `dvc exp apply NAME`: its params.yaml and dvc.lock into the working tree;
+3. its outputs: `dvc pull` from the default DVC remote when one is configured, else `dvc checkout`
+   from this workspace's DVC cache.
+
+What it adds to them: when the data is nowhere DVC looked, it says which run, where DVC looked and
+the one command that fixes it (in a clone on the same machine, point it at the DVC cache of the
+workspace that recorded the run), instead of DVC's list of missing md5s. Exit code 0 when the run
+is back, 78 (alexnet/errors.py) when something must be configured first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from alexnet.errors import EXIT_CONFIG
+from tasks.stages import dvc_env
+
+# A DVC experiment name (a git ref component); Prefect's flow-run names are `adjective-animal`.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_CHECKOUT_FAILED = "Checkout failed for following targets:"
+
+
+class Refused(Exception):
+    """The run cannot be brought back until the user configures something; the message says what."""
+
+
+@dataclass(frozen=True)
+class Done:
+    name: str
+    fetched_from: str | None  # git remote the ref came from, None when it was here already
+    data_from: str  # "DVC remote NAME (URL)" or "the DVC cache DIR"
+
+
+def _dvc(cmd: list[str], workspace: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=workspace, env=dvc_env(), text=True, capture_output=True)
+
+
+def _out(cmd: list[str], workspace: Path) -> str:
+    proc = _dvc(cmd, workspace)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def _first_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln]
+    return (errors or lines or [f"exit code {proc.returncode}"])[0]
+
+
+def missing_targets(output: str) -> list[str]:
+    """The outputs DVC could not check out, from its "Checkout failed for following targets:"."""
+    if _CHECKOUT_FAILED not in output:
+        return []
+    targets = []
+    for line in output.split(_CHECKOUT_FAILED, 1)[1].splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith(("Is your cache", "<http", "ERROR")):
+            break
+        targets.append(line)
+    return targets
+
+
+def recorded_cache(workspace: Path, git_remote: str) -> str:
+    """The DVC cache of the workspace this clone came from, when `git_remote` is a local folder
+    that has one; else a placeholder for the user to fill in."""
+    url = _out(["git", "remote", "get-url", git_remote], workspace)
+    parsed = urlparse(url)
+    path = Path(parsed.path if parsed.scheme == "file" else url) if url else None
+    if path is not None and not parsed.netloc and (workspace / path / ".dvc/cache").is_dir():
+        return str((workspace / path / ".dvc/cache").resolve())
+    return "<the workspace that recorded the run>/.dvc/cache"
+
+
+def has_experiment(workspace: Path, name: str) -> bool:
+    refs = _out(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], workspace)
+    return any(ref.endswith(f"/{name}") for ref in refs.splitlines())
+
+
+def fetch_experiment(workspace: Path, name: str, git_remote: str) -> None:
+    """`dvc exp pull --no-cache GIT_REMOTE NAME`: the run's git ref only (outputs come later)."""
+    if git_remote not in _out(["git", "remote"], workspace).split():
+        raise Refused(f"run {name!r} is not in this repository, and it has no git remote "
+                      f"{git_remote!r} to fetch it from. `dvc exp list --all-commits "
+                      "--name-only` lists the runs here; `git remote add "
+                      f"{git_remote} URL` (or `dvc config exp.git_remote NAME`) names where "
+                      "the run was pushed.")
+    proc = _dvc(["dvc", "exp", "pull", "--no-cache", git_remote, name], workspace)
+    if proc.returncode != 0 or not has_experiment(workspace, name):
+        url = _out(["git", "remote", "get-url", git_remote], workspace)
+        raise Refused(f"run {name!r} is neither in this repository nor on git remote "
+                      f"{git_remote!r} ({url}): {_first_error(proc)}. Runs reach a git remote "
+                      "only with `dvc config exp.auto_push true` (README, \"Reproduce a past "
+                      "run\"); `dvc exp list --all-commits --name-only " f"{git_remote}` "
+                      "lists the runs there.")
+
+
+def restore_outputs(workspace: Path, name: str, git_remote: str) -> str:
+    """`dvc pull` (a default DVC remote is configured) or `dvc checkout` (none is); returns
+    where the data came from. Raises Refused, naming what to configure, when it is missing."""
+    remote = _out(["dvc", "remote", "default"], workspace)
+    cache = _out(["dvc", "cache", "dir"], workspace)
+    if remote:
+        url = _out(["dvc", "config", f"remote.{remote}.url"], workspace) or "?"
+        proc, looked = _dvc(["dvc", "pull"], workspace), f"the DVC remote {remote!r} ({url})"
+    else:
+        proc, looked = _dvc(["dvc", "checkout"], workspace), "a DVC remote (none is configured)"
+    if proc.returncode == 0:
+        return looked if remote else f"this workspace's DVC cache {cache}"
+    output = proc.stdout + proc.stderr
+    missing = missing_targets(output)
+    if not missing and "missing" not in output.lower():
+        raise Refused(f"run {name!r}: {' '.join(proc.args[:2])} failed: {_first_error(proc)}")
+    source = recorded_cache(workspace, git_remote)
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise Refused(
+        f"run {name!r}: its outputs ({shown or 'see `dvc status`'}) are in neither "
+        f"this workspace's DVC cache ({cache}) nor {looked}. Its params.yaml and dvc.lock are "
+        "applied; its data is in the DVC cache of the workspace that recorded it (or the DVC "
+        "remote it was pushed to). Point this clone at it, then run this command again:\n"
+        f"    dvc remote add --local -d recorded {source}")
+
+
+def reproduce(workspace: Path, name: str) -> Done:
+    """Bring run `name` back into `workspace`: its git ref, params.yaml, dvc.lock and outputs."""
+    if not _NAME.fullmatch(name):
+        raise Refused(f"{name!r} is not a run name (a DVC experiment name such as amber-hyena)")
+    git_remote = _out(["dvc", "config", "exp.git_remote"], workspace) or "origin"
+    fetched = None
+    if not has_experiment(workspace, name):
+        fetch_experiment(workspace, name, git_remote)
+        fetched = git_remote
+    proc = _dvc(["dvc", "exp", "apply", name], workspace)
+    # `exp apply` writes params.yaml and dvc.lock, then checks the outputs out of the cache; a
+    # cache without them fails only that last part, which restore_outputs does again.
+    if proc.returncode != 0 and _CHECKOUT_FAILED not in proc.stdout + proc.stderr:
+        raise Refused(f"run {name!r}: dvc exp apply failed: {_first_error(proc)}")
+    return Done(name, fetched, restore_outputs(workspace, name, git_remote))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="the run's flow-run name = its DVC experiment name")
+    parser.add_argument("--workspace", default=".", help="the DVC workspace (default: here)")
+    args = parser.parse_args(argv)
+    try:
+        done = reproduce(Path(args.workspace).resolve(), args.name)
+    except Refused as exc:
+        print(f"reproduce: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    fetched = f" (git ref from {done.fetched_from!r})" if done.fetched_from else ""
+    print(f"run {done.name}{fetched}: params.yaml, dvc.lock and outputs restored, data from "
+          f"{done.data_from}. `dvc metrics show` shows its metrics; models/candidate is its "
+          "model.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
