@@ -38,7 +38,7 @@ def _umask() -> int:
     return mask
 
 
-def _usual_mode(directory: bool = False) -> int:
+def usual_mode(directory: bool = False) -> int:
     """What open() / mkdir() would have created: mkstemp makes 0600 and mkdtemp 0700 files,
     which a teammate or a serving process could not read."""
     return (0o777 if directory else 0o666) & ~_umask()
@@ -50,7 +50,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.fchmod(fd, _usual_mode())
+    os.fchmod(fd, usual_mode())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -143,7 +143,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    os.chmod(tmp, _usual_mode(directory=True))
+    os.chmod(tmp, usual_mode(directory=True))
     try:
         (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
         yield tmp

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from alexnet.errors import DataError
+from alexnet.io import usual_mode
 
 _logger = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def generate_sample_data(out_dir: Path, per_class: int = 80,
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, usual_mode(directory=True))  # mkdtemp makes 0700; others must read the set
     try:
         counts = {}
         for ci, kind in enumerate(classes):

@@ -85,3 +85,16 @@ def test_unknown_class_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="circles"):
         generate_sample_data(tmp_path / "s", classes=("disks", "circles"))
     assert not (tmp_path / "s").exists()
+
+
+def test_sample_folder_gets_the_usual_permissions(tmp_path):
+    """mkdtemp makes 0700: the sample folder must be readable like any folder mkdir makes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from alexnet.sample_data import "
+            "generate_sample_data as g; g(Path(sys.argv[1]), per_class=1, seed=0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "sample")], check=True,
+                   preexec_fn=lambda: os.umask(0o022))
+    assert oct((tmp_path / "sample").stat().st_mode & 0o777) == "0o755"
