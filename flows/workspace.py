@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 
 from alexnet.io import atomic_open
 from alexnet.params import Params, apply_overrides, load_params, parse_params
+from tasks.guard import held_by_stages
 
 SAMPLE_SOURCE = "data/sample"  # ingest.source's default: generated on demand
 LOCK_FILE = Path(".alexnet/flow.lock")  # held by the flow run that owns the workspace
@@ -64,10 +65,12 @@ def workspace_lock(workspace: Path, holder: str, on_wait: Callable[[str], None] 
         fh.write(f"{holder} (pid {os.getpid()}, since {since})\n")
         fh.flush()
         try:
-            yield
+            with held_by_stages(fh.fileno()):  # a stage's guard holds it until the stage ends
+                yield
         finally:
+            # Closing the file (not LOCK_UN, which would release it for every descriptor that
+            # shares it) frees the workspace once no guard of this run holds it any more.
             fh.truncate(0)
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def one_run_per_workspace(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -30,12 +30,14 @@ Stdlib + psutil only (psutil comes with dvc and horovod): it must start in milli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 import psutil
 
@@ -43,6 +45,23 @@ GRACE_SECONDS = 15.0  # stop -> SIGKILL; well under the 30 s Prefect gives a run
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+# Descriptors a guard started meanwhile keeps open until its stage's last process is gone: the
+# workspace lock (flows.workspace.workspace_lock), so that a flow-run process that dies does not
+# free the workspace for the next run while its stages are still being stopped. The guard's own
+# child does not inherit them (Popen closes descriptors by default).
+HELD_FDS: set[int] = set()
+
+
+@contextlib.contextmanager
+def held_by_stages(fd: int) -> Iterator[None]:
+    """While the block runs, every guard started (tasks.stages.start_stage) holds `fd` too."""
+    HELD_FDS.add(fd)
+    try:
+        yield
+    finally:
+        HELD_FDS.discard(fd)
 
 
 class Stop(Exception):

@@ -100,6 +100,18 @@ def stop_guard(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def start_stage(cmd: list[str], workspace: Path) -> subprocess.Popen:
+    """Start `cmd` under the guard (`guarded`), its output piped as text lines.
+
+    Own session: signals meant for the flow-run process (a terminal's Ctrl-C, a group kill)
+    reach the stage only through stop_guard, in order. The guard holds guard.HELD_FDS (the
+    workspace lock) until the stage's last process is gone.
+    """
+    return subprocess.Popen(guarded(cmd), cwd=workspace, env=dvc_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True, pass_fds=tuple(sorted(guard.HELD_FDS)))
+
+
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
       task_run_name="dvc-repro-{stage}")
 def run_stage(stage: str, workspace: Path) -> StageResult:
@@ -112,11 +124,7 @@ def run_stage(stage: str, workspace: Path) -> StageResult:
     cmd = ["dvc", "repro", "--single-item", stage]
     logger.info("%s", " ".join(cmd))
     lines: list[str] = []
-    # Own session: signals meant for the flow-run process (a terminal's Ctrl-C, a group kill)
-    # reach the stage only through stop_guard, in order.
-    with subprocess.Popen(guarded(cmd), cwd=workspace, env=dvc_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          start_new_session=True) as proc:
+    with start_stage(cmd, workspace) as proc:
         assert proc.stdout is not None
         try:
             for line in proc.stdout:

@@ -84,3 +84,41 @@ def test_a_dead_parent_stops_the_command_before_it_starts(tmp_path):
     done = subprocess.run([sys.executable, "-I", GUARD, "--parent", "1", "--", "touch",
                            str(flag)], timeout=30)
     assert done.returncode == 128 + signal.SIGTERM and not flag.exists()
+
+
+# A flow-run process that holds the workspace lock and runs one stage, as train_alexnet does.
+LOCKED_PARENT = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from flows.workspace import workspace_lock\n"
+    "from tasks.stages import start_stage\n"
+    "with workspace_lock(Path(sys.argv[1]), 'test run'):\n"
+    "    start_stage(['python3', '-c', sys.argv[2]], Path(sys.argv[1]))\n"
+    "    print('started', flush=True)\n"
+    "    time.sleep(300)\n")
+IGNORES_SIGINT = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                  "time.sleep(300)")
+
+
+def test_a_dead_run_keeps_the_workspace_until_its_stage_is_gone(tmp_path):
+    """The flow-run process dies: its stage takes the guard's grace period to stop, and no other
+    run may take the workspace (and rewrite params.yaml) before the stage's last process ends."""
+    import fcntl
+
+    marker = f"{os.getpid()}-lock"
+    env = {**os.environ, "GUARD_TEST": marker}
+    parent = subprocess.Popen([sys.executable, "-c", LOCKED_PARENT, str(tmp_path), IGNORES_SIGINT],
+                              env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert parent.stdout.readline().strip() == "started"
+        wait_for(lambda: len(marked(marker)) >= 2, 20)  # the guard and the stage
+        parent.kill()
+        parent.wait()
+        with open(tmp_path / ".alexnet/flow.lock") as fh:
+            with pytest.raises(BlockingIOError):  # the stage still runs: the workspace is held
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            wait_for(lambda: not marked(marker), 60)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # all gone: free at once
+    finally:
+        for proc in marked(marker):
+            proc.kill()
