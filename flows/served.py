@@ -15,6 +15,7 @@ from typing import Any
 
 from prefect import flow
 
+from alexnet.params import ParamsError
 from flows.check_new_data import check_new_data
 from flows.train_alexnet import train_alexnet
 
@@ -31,6 +32,29 @@ def served_timeout() -> float | None:
     return float(value) if value else None
 
 
+# Keys that name places rather than settings: the folder ingest reads and copies into data/raw,
+# and the hosts horovodrun reaches over SSH with the serving user's keys. They are set in the
+# workspace's params.yaml by whoever runs the server, never by a caller of the API.
+BOUND_KEYS = ("ingest.source", "train.hosts")
+
+
+def caller_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`overrides` as given, if none of them sets a BOUND_KEYS key (dotted, or inside a block).
+
+    Raises:
+        ParamsError: one of them does (exit 78; nothing has been written).
+    """
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        for bound in BOUND_KEYS:
+            block, _, leaf = bound.partition(".")
+            if key == bound or key.startswith(bound + ".") or (
+                    key == block and isinstance(value, dict) and leaf in value):
+                raise ParamsError(f"override {key}: {bound} cannot be set by a caller of a "
+                                  "served deployment; set it in the workspace's params.yaml")
+    return overrides
+
+
 def bound_workspace() -> str:
     """The workspace this process serves (set by flows/deploy.py before serving)."""
     workspace = os.environ.get(WORKSPACE_ENV)
@@ -45,9 +69,10 @@ def train_alexnet_served(overrides: dict[str, Any] | None = None) -> dict[str, A
     """train-alexnet in the workspace bound when serving; see flows/train_alexnet.py.
 
     Args:
-        overrides: params.yaml keys to set first, e.g. {"train.epochs": 3}.
+        overrides: params.yaml keys to set first, e.g. {"train.epochs": 3}; never one of
+            BOUND_KEYS (refused: they name a folder to read and hosts to reach).
     """
-    return train_alexnet.fn(overrides=overrides, workspace=bound_workspace())
+    return train_alexnet.fn(overrides=caller_overrides(overrides), workspace=bound_workspace())
 
 
 @flow(name="check-new-data")
