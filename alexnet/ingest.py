@@ -479,10 +479,16 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
             if not stat.S_ISREG(st.st_mode):  # symlinks (never followed), fifos, sockets...
                 ignored[IGNORED_SPECIAL] += 1
                 continue
-            labelled = label_for(rel, layout)
-            if labelled is not None and labelled[0] not in classes_checked:
-                _check_class_name(labelled[0], source, rel, layout)
-                classes_checked.add(labelled[0])
+            # A file name first: in the Kaggle layout it holds the label, and one bad name is one
+            # skipped file. A bad class folder stops the run (_check_class_name); a bad name of
+            # any other folder on the way skips its files.
+            if not is_utf8(rel.name):
+                labelled = None
+            else:
+                labelled = label_for(rel, layout)
+                if labelled is not None and labelled[0] not in classes_checked:
+                    _check_class_name(labelled[0], source, rel, layout)
+                    classes_checked.add(labelled[0])
             if not is_utf8(rel.as_posix()):
                 ignored[IGNORED_BAD_NAME] += 1
                 _logger.warning("ingest: skipping %s: its name is not valid UTF-8",

@@ -195,6 +195,21 @@ def test_non_utf8_file_name_is_skipped_with_a_reason(tmp_path):
     assert json.loads((out / "ingest.json").read_text())["ingested"] == 2
 
 
+def test_non_utf8_file_name_is_skipped_in_the_kaggle_layout_too(tmp_path):
+    """There the label is the file name's prefix: a bad name is still one skipped file, not a
+    bad class that stops the whole ingest."""
+    source = write_tree(tmp_path / "src", {"train/cat.1.jpg": JPG, "train/dog.1.jpg": PNG})
+    with open(os.fsencode(source / "train") + b"/c\xe9t.2.jpg", "wb") as fh:
+        fh.write(image_bytes("JPEG", size=(40, 40), seed=5))
+    (source / "train" / "more").mkdir()
+    os.mkdir(os.fsencode(source / "train" / "more") + b"/d\xefr")  # a folder on the way
+    with open(os.fsencode(source / "train" / "more") + b"/d\xefr/cat.3.jpg", "wb") as fh:
+        fh.write(image_bytes("JPEG", size=(40, 40), seed=6))
+    summary, rows, _ = _ingest(tmp_path, source)
+    assert [r["path"] for r in rows] == ["train/cat.1.jpg", "train/dog.1.jpg"]
+    assert summary["ignored"] == {"file name not UTF-8": 2}
+
+
 def test_raw_and_manifest_are_replaced_together(tmp_path, monkeypatch):
     source = write_tree(tmp_path / "src", {"cats/1.jpg": JPG, "dogs/1.jpg": PNG})
     _, _, out = _ingest(tmp_path, source)
