@@ -33,6 +33,12 @@ class TrainingError(PipelineError):
     exit_code = EXIT_DATA
 
 
+class ConfigError(PipelineError):
+    """Params, paths or the command line are wrong; a retry with the same ones fails again."""
+
+    exit_code = EXIT_CONFIG
+
+
 class OutputError(PipelineError):
     """An output path names something the pipeline must not overwrite (e.g. the user's images)."""
 

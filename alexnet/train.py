@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from alexnet.errors import (EXIT_DATA, EXIT_TRANSIENT, PipelineError, TrainingError,
-                            TransientError)
+from alexnet.errors import (EXIT_CONFIG, EXIT_DATA, EXIT_TRANSIENT, ConfigError, PipelineError,
+                            TrainingError, TransientError)
 from alexnet.params import TrainParams
 
 _logger = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
     reason = "; ".join(f"rank {r}: {e}" for r, e in sorted(last_error.items())) or "see the log above"
     if first_failure == EXIT_DATA:
         raise TrainingError(f"training failed: {reason}")
+    if first_failure == EXIT_CONFIG:  # e.g. a worker refused an output directory
+        raise ConfigError(f"training refused its configuration: {reason}")
     if first_failure is None or first_failure < 0 or first_failure >= 128 \
             or first_failure == EXIT_TRANSIENT:
         raise TransientError(

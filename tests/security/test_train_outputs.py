@@ -120,3 +120,20 @@ def test_an_empty_or_marked_directory_is_claimed(tmp_path):
     (empty / "state.json").write_text("{}")
     assert claim_output_dir(empty) == empty  # ours: used as it is
     assert (empty / "state.json").read_text() == "{}"
+
+
+def test_launcher_reports_a_worker_refusal_as_a_config_error(ws, tmp_path):
+    """A worker's 78 (here: a foreign checkpoint directory the worker refuses) stays a config
+    error through the real horovodrun, not 'training failed' (65)."""
+    from alexnet.params import load_params
+    from alexnet.train import launch
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = foreign_checkpoints(mine)
+    with pytest.raises(Exception) as caught:
+        launch(load_params(ws / "params.yaml").train, ws / "params.yaml", ws / "data/cache",
+               ws / "models/candidate", mine, ws / "dvclive")
+    assert getattr(caught.value, "exit_code", None) == EXIT_CONFIG, caught.value
+    assert "not written by alexnet" in str(caught.value)
+    assert_untouched(mine, files)
