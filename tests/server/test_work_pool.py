@@ -1,0 +1,136 @@
+"""The multi-machine shape on one machine: a real PostgreSQL (tests/server/postgres.py), a real
+`prefect server start` on it, a `process` work pool with a real `prefect worker start`, and the
+deployments registered on that pool by `python -m flows.deploy_pool`. Two runs requested at
+once queue behind the concurrency limit of one; an `alexnet.source.changed` event starts exactly
+one run. Every process is stopped by its process group, every wait is bounded."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+import pytest
+
+from tests.conftest import VENV_BIN, make_workspace, run
+from tests.server.conftest import running_prefect_server, start, stop, sync_client, wait_until
+from tests.server.postgres import running_postgres
+from tests.server.test_new_data import SETTLE_SECONDS, add_images, check, train_runs
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+POOL = "alexnet"
+# One Horovod worker and one epoch: the runs take a minute or two, not the shape under test.
+CHEAP = {"train.workers": 1, "train.epochs": 1}
+PREFECT = str(VENV_BIN / "prefect")
+
+
+@pytest.fixture
+def pool_server(tmp_path):
+    """A Prefect server on a fresh PostgreSQL, the `alexnet` process pool and one worker on it;
+    yields the clients' environment."""
+    with running_postgres() as pg, running_prefect_server(
+            tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=pg.url) as env:
+        run([PREFECT, "work-pool", "create", POOL, "--type", "process"], tmp_path, env=env)
+        log = tmp_path / "worker.log"
+        # Polls every 2 s instead of 10 s, only to keep the tests short.
+        worker = start([PREFECT, "worker", "start", "--pool", POOL],
+                       {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, log)
+        try:
+            def online():
+                with sync_client(env["PREFECT_API_URL"]) as client:
+                    return [w for w in client.read_workers_for_work_pool(POOL)
+                            if w.status == "ONLINE"]
+            wait_until(online, 120, "the worker", worker, log)
+            yield env, worker, log
+        finally:
+            stop(worker)
+
+
+def deploy(ws, env, *options: str) -> None:
+    run([sys.executable, "-m", "flows.deploy_pool", "--workspace", str(ws), "--pool", POOL,
+         *options], ws, env=env, timeout=300)
+
+
+def test_server_database_is_postgres(tmp_path):
+    """The server really is on PostgreSQL: Prefect's tables are created in our database."""
+    import asyncio
+
+    import asyncpg
+
+    with running_postgres() as pg, running_prefect_server(
+            tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=pg.url) as env:
+        run([PREFECT, "work-pool", "create", POOL, "--type", "process"], tmp_path, env=env)
+
+        async def pools():
+            conn = await asyncpg.connect(pg.url.replace("+asyncpg", ""))
+            try:
+                return [r["name"] for r in await conn.fetch("SELECT name FROM work_pool")]
+            finally:
+                await conn.close()
+        assert POOL in asyncio.run(pools())
+
+
+def test_pool_runs_queue_behind_the_concurrency_limit(tmp_path, pool_server):
+    env, worker, log = pool_server
+    api = env["PREFECT_API_URL"]
+    ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
+    deploy(ws, env, "--check-every", "0")
+    with sync_client(api) as client:
+        deployment = client.read_deployment_by_name("train-alexnet/train-alexnet")
+    assert deployment.work_pool_name == POOL
+    assert deployment.global_concurrency_limit.limit == 1
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
+    # The workspace is bound at deploy time: no run parameter, a pull step and the job env.
+    assert deployment.parameters == {}
+    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                                      {"directory": str(ws)}}]
+    assert deployment.job_variables["env"] == {"ALEXNET_WORKSPACE": str(ws)}
+
+    t0 = time.monotonic()
+    ids = []
+    for _ in range(2):  # requested at once: one runs, the other waits for its slot
+        created = run([PREFECT, "deployment", "run", "train-alexnet/train-alexnet"], ws,
+                      env=env).stdout
+        ids.append(re.search(r"UUID: ([0-9a-f-]{36})", created).group(1))
+
+    def finished():
+        with sync_client(api) as client:
+            runs = [client.read_flow_run(i) for i in ids]
+        return runs if all(r.state.is_final() for r in runs) else None
+
+    runs = wait_until(finished, 900, "two flow runs", worker, log, every=3)
+    print(f"two queued runs through the worker: {time.monotonic() - t0:.0f} s")
+    first, second = sorted(runs, key=lambda r: r.start_time)
+    assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
+    assert second.start_time >= first.end_time  # queued, not overlapping
+    with sync_client(api) as client:
+        waited = [s.name for s in client.read_flow_run_states(second.id)]
+    assert "AwaitingConcurrencySlot" in waited, waited
+    assert (ws / "models/champion/model.keras").is_file()
+    experiments = run(["dvc", "exp", "list", "--name-only"], ws).stdout.split()
+    assert sorted(experiments) == sorted([first.name, second.name])
+
+
+def test_pool_new_data_event_starts_exactly_one_run(tmp_path, pool_server):
+    env, worker, log = pool_server
+    api = env["PREFECT_API_URL"]
+    ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
+    deploy(ws, env, "--no-schedule", "--check-every", "0")
+    with sync_client(api) as client:
+        assert [a.trigger.expect for a in client.read_automations()] == [{"alexnet.source.changed"}]
+
+    check(env, ws)  # the first check records the fingerprint, through the worker
+    assert json.loads((ws / ".alexnet/source-state.json").read_text())["files"]
+    added = add_images(ws / "data/sample", 2)
+    check(env, ws)  # emits alexnet.source.changed; the automation creates a run on the pool
+    t0 = time.monotonic()
+    wait_until(lambda: train_runs(api), 60, "a train-alexnet run", worker, log)
+    latency = time.monotonic() - t0
+    done = wait_until(lambda: [r for r in train_runs(api) if r.state.is_final()], 900,
+                      "the train-alexnet run to finish", worker, log, every=5)
+    print(f"trigger latency {latency:.0f} s; run {time.monotonic() - t0:.0f} s")
+    assert done[0].state.is_completed(), (done[0].state, log.read_text()[-3000:])
+    assert json.loads((ws / "reports/validation.json").read_text())["total"] == 80 + added
+    time.sleep(max(SETTLE_SECONDS, 3 * latency))
+    assert len(train_runs(api)) == 1  # exactly one run for one event
