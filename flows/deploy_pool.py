@@ -1,6 +1,7 @@
-"""Register `train-alexnet` and `check-new-data` on a Prefect work pool: one server, a worker on
-each host that holds a workspace (README, "More than one machine"; `make serve` is the
-one-machine way).
+"""Register `train-alexnet` and `check-new-data` on a process work pool, for its workers.
+
+The multi-machine shape: one server (on PostgreSQL), a worker on each host that holds a
+workspace (README, "More than one machine"); `make serve` is the one-machine way.
 
     prefect work-pool create alexnet --type process               # once, against the server
     prefect worker start --pool alexnet                           # on the host, kept running
@@ -34,17 +35,22 @@ from prefect.runner.storage import LocalStorage
 from flows.deploy import CHECK_EVERY_MINUTES, WEEKLY, build_deployments, check_api
 
 WORKSPACE_ENV = "ALEXNET_WORKSPACE"  # read by the served flows (the workspace they run in)
+SERVED_TIMEOUT_HOURS = 24.0  # build_deployments wants one; it does not reach a worker's runs
 
 
 def pool_deployments(workspace: Path, pool: str, name: str | None, cron: str | None,
-                     timeout_hours: float, check_every_minutes: float) -> list[RunnerDeployment]:
+                     check_every_minutes: float) -> list[RunnerDeployment]:
     """`build_deployments`' deployments, bound to `workspace` and meant for `pool`'s workers.
 
     Args:
         name: deployment name for both flows (default: the flow's own name, as served).
     """
     workspace = workspace.resolve()
-    deployments = build_deployments(workspace, cron, timeout_hours, check_every_minutes)
+    # No --timeout-hours here: `serve` runs the in-memory flow that carries it, but a worker
+    # imports the flow from its module, and a deployment stores no timeout (checked: the
+    # imported flow's timeout_seconds is None). Cancel a stuck run from the UI or with
+    # `prefect flow-run cancel ID`.
+    deployments = build_deployments(workspace, cron, SERVED_TIMEOUT_HOURS, check_every_minutes)
     for deployment in deployments:
         deployment.parameters.pop("workspace", None)  # bound below, not chosen per run
         # The pull step: `set_working_directory` to the workspace before the flow is imported.
@@ -66,8 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cron", default=WEEKLY,
                         help=f"retraining schedule (default: {WEEKLY!r}, weekly)")
     parser.add_argument("--no-schedule", action="store_true", help="deploy without a schedule")
-    parser.add_argument("--timeout-hours", type=float, default=24.0,
-                        help="a run taking longer is cancelled (default: 24)")
     parser.add_argument("--check-every", type=float, default=CHECK_EVERY_MINUTES,
                         metavar="MINUTES", help="check-new-data interval (default: 10; 0: off)")
     args = parser.parse_args(argv)
@@ -75,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         sys.exit(f"flows.deploy_pool: {problem}")
     deployments = pool_deployments(args.workspace, args.pool, args.name,
-                                   None if args.no_schedule else args.cron, args.timeout_hours,
-                                   args.check_every)
+                                   None if args.no_schedule else args.cron, args.check_every)
     # build/push: nothing to build for a process pool (no image); ValueError if the pool is missing.
     try:
         ids = deploy(*deployments, work_pool_name=args.pool, build=False, push=False,

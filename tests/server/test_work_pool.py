@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import VENV_BIN, make_workspace, run
 from tests.server.conftest import running_prefect_server, start, stop, sync_client, wait_until
 from tests.server.postgres import running_postgres
-from tests.server.test_new_data import SETTLE_SECONDS, add_images, check, train_runs
+from tests.server.test_new_data import SETTLE_SECONDS, add_images
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 POOL = "alexnet"
@@ -28,7 +28,7 @@ PREFECT = str(VENV_BIN / "prefect")
 @pytest.fixture
 def pool_server(tmp_path):
     """A Prefect server on a fresh PostgreSQL, the `alexnet` process pool and one worker on it;
-    yields the clients' environment."""
+    yields (the clients' environment, the worker, its log, the database)."""
     with running_postgres() as pg, running_prefect_server(
             tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=pg.url) as env:
         run([PREFECT, "work-pool", "create", POOL, "--type", "process"], tmp_path, env=env)
@@ -42,7 +42,7 @@ def pool_server(tmp_path):
                     return [w for w in client.read_workers_for_work_pool(POOL)
                             if w.status == "ONLINE"]
             wait_until(online, 120, "the worker", worker, log)
-            yield env, worker, log
+            yield env, worker, log, pg
         finally:
             stop(worker)
 
@@ -52,28 +52,25 @@ def deploy(ws, env, *options: str) -> None:
          *options], ws, env=env, timeout=300)
 
 
-def test_server_database_is_postgres(tmp_path):
-    """The server really is on PostgreSQL: Prefect's tables are created in our database."""
+def pool_names_in(pg) -> list[str]:
+    """The work pools stored in PostgreSQL itself: the server really is on it."""
     import asyncio
 
     import asyncpg
 
-    with running_postgres() as pg, running_prefect_server(
-            tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=pg.url) as env:
-        run([PREFECT, "work-pool", "create", POOL, "--type", "process"], tmp_path, env=env)
-
-        async def pools():
-            conn = await asyncpg.connect(pg.url.replace("+asyncpg", ""))
-            try:
-                return [r["name"] for r in await conn.fetch("SELECT name FROM work_pool")]
-            finally:
-                await conn.close()
-        assert POOL in asyncio.run(pools())
+    async def query():
+        conn = await asyncpg.connect(pg.url.replace("+asyncpg", ""))
+        try:
+            return [r["name"] for r in await conn.fetch("SELECT name FROM work_pool")]
+        finally:
+            await conn.close()
+    return asyncio.run(query())
 
 
 def test_pool_runs_queue_behind_the_concurrency_limit(tmp_path, pool_server):
-    env, worker, log = pool_server
+    env, worker, log, pg = pool_server
     api = env["PREFECT_API_URL"]
+    assert POOL in pool_names_in(pg)
     ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
     deploy(ws, env, "--check-every", "0")
     with sync_client(api) as client:
@@ -112,25 +109,47 @@ def test_pool_runs_queue_behind_the_concurrency_limit(tmp_path, pool_server):
     assert sorted(experiments) == sorted([first.name, second.name])
 
 
+def train_runs_of(api_url: str, deployment: str) -> list:
+    """The flow runs of the deployment train-alexnet/<deployment>."""
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName,
+                                                FlowFilter, FlowFilterName)
+
+    with sync_client(api_url) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["train-alexnet"])),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+
+
+def check(env: dict, ws, name: str) -> None:
+    """One check-new-data run through the worker, watched to its end."""
+    done = run([PREFECT, "deployment", "run", f"check-new-data/{name}", "--watch",
+                "--watch-timeout", "300"], ws, env=env, timeout=360, check=False)
+    assert done.returncode == 0 and "Completed" in done.stdout, done.stdout[-3000:]
+
+
 def test_pool_new_data_event_starts_exactly_one_run(tmp_path, pool_server):
-    env, worker, log = pool_server
+    env, worker, log, _ = pool_server
     api = env["PREFECT_API_URL"]
     ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
-    deploy(ws, env, "--no-schedule", "--check-every", "0")
+    refused = run([sys.executable, "-m", "flows.deploy_pool", "--workspace", str(ws),
+                   "--pool", "no-such-pool"], ws, env=env, check=False)
+    assert refused.returncode != 0 and "no-such-pool" in refused.stderr, refused.stderr
+    # A host's own deployment name, as with several hosts (README).
+    deploy(ws, env, "--name", "host1", "--no-schedule", "--check-every", "0")
     with sync_client(api) as client:
         assert [a.trigger.expect for a in client.read_automations()] == [{"alexnet.source.changed"}]
 
-    check(env, ws)  # the first check records the fingerprint, through the worker
+    check(env, ws, "host1")  # the first check records the fingerprint
     assert json.loads((ws / ".alexnet/source-state.json").read_text())["files"]
     added = add_images(ws / "data/sample", 2)
-    check(env, ws)  # emits alexnet.source.changed; the automation creates a run on the pool
+    check(env, ws, "host1")  # emits alexnet.source.changed; the automation creates a run
     t0 = time.monotonic()
-    wait_until(lambda: train_runs(api), 60, "a train-alexnet run", worker, log)
+    wait_until(lambda: train_runs_of(api, "host1"), 60, "a train-alexnet run", worker, log)
     latency = time.monotonic() - t0
-    done = wait_until(lambda: [r for r in train_runs(api) if r.state.is_final()], 900,
+    done = wait_until(lambda: [r for r in train_runs_of(api, "host1") if r.state.is_final()], 900,
                       "the train-alexnet run to finish", worker, log, every=5)
     print(f"trigger latency {latency:.0f} s; run {time.monotonic() - t0:.0f} s")
     assert done[0].state.is_completed(), (done[0].state, log.read_text()[-3000:])
     assert json.loads((ws / "reports/validation.json").read_text())["total"] == 80 + added
     time.sleep(max(SETTLE_SECONDS, 3 * latency))
-    assert len(train_runs(api)) == 1  # exactly one run for one event
+    assert len(train_runs_of(api, "host1")) == 1  # exactly one run for one event
