@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import sys
 import time
 
@@ -56,15 +54,13 @@ def stop_with_its_runs(worker) -> None:
     that stops them itself leaves nothing, but one killed after `stop`'s 30 s would not."""
     import psutil
 
-    groups = set()
+    runs = []
     with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(worker.pid).children(recursive=True):
-            with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(child.pid))
+        runs = psutil.Process(worker.pid).children(recursive=True)
     stop(worker)
-    for group in groups - {worker.pid}:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
+    for proc in runs:  # by pid; psutil checks it is still the same process (no pid reuse)
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def deploy(ws, env, *options: str) -> None:
