@@ -16,7 +16,7 @@ No image and no code upload: the entrypoints are module paths of this installed 
 the worker's Python imports (install the project on every worker host). The workspace is bound
 here, at deploy time, never by a run's parameters: a pull step makes it the flow run's working
 directory, and ALEXNET_WORKSPACE in the deployment's job environment names it (the variable the
-served flows read). Job variables can be overridden per run by anyone who can reach the API,
+served flows read; the run timeout goes the same way). Job variables can be overridden per run by anyone who can reach the API,
 like every other run setting: keep the API on 127.0.0.1 or behind Prefect's auth string.
 
 With several hosts, give each its own pool and deployment name (`--pool gpu1 --name gpu1`),
@@ -34,28 +34,28 @@ from prefect.runner.storage import LocalStorage
 
 from flows.deploy import CHECK_EVERY_MINUTES, WEEKLY, build_deployments, check_api
 
-WORKSPACE_ENV = "ALEXNET_WORKSPACE"  # read by the served flows (the workspace they run in)
-SERVED_TIMEOUT_HOURS = 24.0  # build_deployments wants one; it does not reach a worker's runs
+# What the served flows read when a run starts (flows/served.py): the workspace, the timeout.
+WORKSPACE_ENV = "ALEXNET_WORKSPACE"
+TIMEOUT_ENV = "ALEXNET_FLOW_TIMEOUT_SECONDS"
 
 
 def pool_deployments(workspace: Path, pool: str, name: str | None, cron: str | None,
-                     check_every_minutes: float) -> list[RunnerDeployment]:
+                     timeout_hours: float, check_every_minutes: float) -> list[RunnerDeployment]:
     """`build_deployments`' deployments, bound to `workspace` and meant for `pool`'s workers.
 
     Args:
         name: deployment name for both flows (default: the flow's own name, as served).
     """
     workspace = workspace.resolve()
-    # No --timeout-hours here: `serve` runs the in-memory flow that carries it, but a worker
-    # imports the flow from its module, and a deployment stores no timeout (checked: the
-    # imported flow's timeout_seconds is None). Cancel a stuck run from the UI or with
-    # `prefect flow-run cancel ID`.
-    deployments = build_deployments(workspace, cron, SERVED_TIMEOUT_HOURS, check_every_minutes)
+    deployments = build_deployments(workspace, cron, timeout_hours, check_every_minutes)
+    # A worker imports the flow from its module: the timeout set with `with_options` does not
+    # reach the run (a deployment stores none), the environment does, as for `serve`.
+    env = {WORKSPACE_ENV: str(workspace), TIMEOUT_ENV: str(int(timeout_hours * 3600))}
     for deployment in deployments:
         deployment.parameters.pop("workspace", None)  # bound below, not chosen per run
         # The pull step: `set_working_directory` to the workspace before the flow is imported.
         deployment.storage = LocalStorage(str(workspace))
-        deployment.job_variables = {"env": {WORKSPACE_ENV: str(workspace)}}
+        deployment.job_variables = {"env": dict(env)}
         deployment.work_pool_name = pool
         if name:
             deployment.name = name
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cron", default=WEEKLY,
                         help=f"retraining schedule (default: {WEEKLY!r}, weekly)")
     parser.add_argument("--no-schedule", action="store_true", help="deploy without a schedule")
+    parser.add_argument("--timeout-hours", type=float, default=24.0,
+                        help="a run taking longer is cancelled (default: 24)")
     parser.add_argument("--check-every", type=float, default=CHECK_EVERY_MINUTES,
                         metavar="MINUTES", help="check-new-data interval (default: 10; 0: off)")
     args = parser.parse_args(argv)
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         sys.exit(f"flows.deploy_pool: {problem}")
     deployments = pool_deployments(args.workspace, args.pool, args.name,
-                                   None if args.no_schedule else args.cron, args.check_every)
+                                   None if args.no_schedule else args.cron, args.timeout_hours,
+                                   args.check_every)
     # build/push: nothing to build for a process pool (no image); ValueError if the pool is missing.
     try:
         ids = deploy(*deployments, work_pool_name=args.pool, build=False, push=False,

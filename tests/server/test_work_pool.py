@@ -98,7 +98,8 @@ def test_pool_runs_queue_behind_the_concurrency_limit(tmp_path, pool_server):
     assert deployment.parameters == {}
     assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
                                       {"directory": str(ws)}}]
-    assert deployment.job_variables["env"] == {"ALEXNET_WORKSPACE": str(ws)}
+    assert deployment.job_variables["env"] == {"ALEXNET_WORKSPACE": str(ws),
+                                               "ALEXNET_FLOW_TIMEOUT_SECONDS": str(24 * 3600)}
 
     t0 = time.monotonic()
     ids = []
