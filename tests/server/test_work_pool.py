@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import VENV_BIN, make_workspace, run
+from tests.conftest import REPO, VENV_BIN, make_workspace, run
 from tests.server.conftest import running_prefect_server, start, stop, sync_client, wait_until
 from tests.server.postgres import running_postgres
 from tests.server.test_new_data import SETTLE_SECONDS, add_images
@@ -170,3 +170,25 @@ def test_pool_new_data_event_starts_exactly_one_run(tmp_path, pool_server):
     assert json.loads((ws / "reports/validation.json").read_text())["total"] == 80 + added
     time.sleep(max(SETTLE_SECONDS, 3 * latency))
     assert len(train_runs_of(api, "host1")) == 1  # exactly one run for one event
+
+
+# The served flows read the timeout from the environment (flows/served.py, on main); seen
+# failing without it in the job environment: the run ends Completed.
+@pytest.mark.skipif(not (REPO / "flows/served.py").is_file(),
+                    reason="flows/served.py (the flows that read the timeout) is not in this tree")
+def test_pool_run_times_out(tmp_path, pool_server):
+    """--timeout-hours reaches a worker's run (by its environment): it ends TimedOut."""
+    env, worker, log, _ = pool_server
+    api = env["PREFECT_API_URL"]
+    ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
+    timeout_s = 30  # a run takes a minute or more here
+    deploy(ws, env, "--no-schedule", "--check-every", "0", "--timeout-hours", str(timeout_s / 3600))
+    created = run([PREFECT, "deployment", "run", "train-alexnet/train-alexnet"], ws, env=env).stdout
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
+
+    def final():
+        with sync_client(api) as client:
+            state = client.read_flow_run(flow_run_id).state
+        return state if state.is_final() else None
+
+    assert wait_until(final, 300, "the run to end", worker, log, every=2).name == "TimedOut"
