@@ -23,7 +23,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 1
 
-.PHONY: setup run test bench serve lock clean
+.PHONY: setup run test bench serve lock clean postgres
 
 setup: $(STAMP)
 
@@ -56,8 +56,21 @@ horovod:
 run: setup
 	$(PY) -m flows.train_alexnet
 
-test: setup
+test: setup postgres
 	$(PY) -m pytest
+
+# tests/server/test_work_pool.py starts a throwaway PostgreSQL from the distribution's server
+# binaries (as the `postgres` user when run as root). On a fresh Debian/Ubuntu machine, as root,
+# install them; otherwise those tests say why they skip.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing PostgreSQL (apt-get install postgresql) for the server tests..."; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else \
+	    echo "PostgreSQL's initdb not found and not root: the PostgreSQL server tests will skip"; \
+	  fi; \
+	fi
 
 bench: setup
 	$(PY) -m benchmarks.run

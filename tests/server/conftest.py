@@ -3,6 +3,7 @@ by their process group (never by name) with bounded waits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -70,13 +72,14 @@ def sync_client(api_url: str):
     return client()
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """Environment (PREFECT_API_URL, PREFECT_HOME, ...) of a fresh server; stopped afterwards."""
+@contextlib.contextmanager
+def running_prefect_server(tmp_path: Path, **extra: str) -> Iterator[dict]:
+    """`prefect server start` on 127.0.0.1 and a free port (settings in `extra`, e.g. its
+    database URL); yields the environment that talks to it; stopped afterwards."""
     port = free_port()
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"),
                    PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                   PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port))
+                   PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port), **extra)
     log = tmp_path / "server.log"
     server = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                     "--port", str(port)], env, log)
@@ -87,3 +90,10 @@ def prefect_server(tmp_path):
         yield env
     finally:
         stop(server)
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """Environment (PREFECT_API_URL, PREFECT_HOME, ...) of a fresh server on SQLite."""
+    with running_prefect_server(tmp_path) as env:
+        yield env
