@@ -33,10 +33,8 @@ from prefect.deployments.runner import RunnerDeployment, deploy
 from prefect.runner.storage import LocalStorage
 
 from flows.deploy import CHECK_EVERY_MINUTES, WEEKLY, build_deployments, check_api
-
-# What the served flows read when a run starts (flows/served.py): the workspace, the timeout.
-WORKSPACE_ENV = "ALEXNET_WORKSPACE"
-TIMEOUT_ENV = "ALEXNET_FLOW_TIMEOUT_SECONDS"
+# What the served flows read when a run starts: the workspace, the timeout.
+from flows.served import TIMEOUT_ENV, WORKSPACE_ENV
 
 
 def pool_deployments(workspace: Path, pool: str, name: str | None, cron: str | None,
