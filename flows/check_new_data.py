@@ -32,14 +32,14 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.events import emit_event
 
 from alexnet.fingerprint import fingerprint as producer_fingerprint
-from alexnet.ingest import NotRegularFile, open_regular
+from alexnet.ingest import NotRegularFile, is_system_file, open_regular
 from alexnet.io import write_json
 from alexnet.params import load_params
 
@@ -80,7 +80,8 @@ def _sha256(path: Path) -> str:
 
 
 def fingerprint(source: Path, previous: Fingerprint) -> Fingerprint:
-    """Every regular, non-hidden file under `source`; sha256 only where (size, mtime) changed.
+    """Every regular file under `source` that ingest would consider (no dot-files or OS litter:
+    alexnet.ingest.is_system_file); sha256 only where (size, mtime) changed.
 
     Regular files only, by lstat, as ingest takes them: a symlink (out of the source, to
     /dev/zero, or broken), a FIFO or a socket is never opened and never counts as data."""
@@ -88,9 +89,9 @@ def fingerprint(source: Path, previous: Fingerprint) -> Fingerprint:
     for root, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith("."):
-                continue
             path = Path(root) / name
+            if is_system_file(PurePosixPath(path.relative_to(source).as_posix())):
+                continue  # what ingest ignores (dot-files, Thumbs.db, __MACOSX/...) is no news
             rel = path.relative_to(source).as_posix()
             try:
                 st = os.lstat(path)

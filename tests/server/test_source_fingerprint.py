@@ -32,6 +32,20 @@ def test_only_content_changes_count(tmp_path):
                                                                ["cats/b.jpg"])
 
 
+def test_os_litter_is_not_new_data(tmp_path):
+    """What ingest ignores as system files (Thumbs.db, desktop.ini, __MACOSX/) must not start a
+    retraining run that then ingests nothing new."""
+    src = tmp_path / "src"
+    (src / "cats").mkdir(parents=True)
+    (src / "cats/a.jpg").write_bytes(b"a")
+    base = fingerprint(src, {})
+    (src / "cats/Thumbs.db").write_bytes(b"litter")
+    (src / "desktop.ini").write_text("[.ShellClassInfo]")
+    (src / "__MACOSX/cats").mkdir(parents=True)
+    (src / "__MACOSX/cats/a.jpg").write_bytes(b"resource fork")
+    assert not compare(base, fingerprint(src, base))
+
+
 def test_unchanged_files_are_not_rehashed(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
