@@ -46,12 +46,29 @@ def parsed(stage):
 
 def entry_module(stage):
     """The module `alexnet STAGE` hands over to: the one its cli.cmd_STAGE function imports."""
-    tree = ast.parse(inspect.getsource(getattr(cli, f"cmd_{stage.replace('-', '_')}")))
-    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules = cmd_imports(stage)
     if f"alexnet.{stage}" in modules:  # helpers such as alexnet.io may be imported beside it
         return f"alexnet.{stage}"
     [module] = modules
     return module
+
+
+def cmd_imports(stage):
+    """Modules cli.cmd_STAGE imports (it runs them as part of the stage)."""
+    tree = ast.parse(inspect.getsource(getattr(cli, f"cmd_{stage.replace('-', '_')}")))
+    return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
+def stage_modules(stage):
+    """Everything `alexnet STAGE` runs: the CLI module with its module-level imports (not the
+    other stages' lazy imports), and the closure of what cmd_STAGE imports."""
+    tree = ast.parse(module_file("alexnet.cli").read_bytes())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)
+           and (n.module or "").split(".")[0] == "alexnet"}
+    modules = {"alexnet", "alexnet.cli"}
+    for name in top | cmd_imports(stage):
+        modules.update(module_closure(name))
+    return modules
 
 
 def code_files(modules):
@@ -102,7 +119,7 @@ def test_the_code_checked_is_this_checkout():
 def test_code_deps_are_the_modules_the_stage_runs(stage):
     """Every module the stage imports (lazily too, and `python -m` workers) is a dep, and no
     other source file is: DVC reruns the stage exactly when its code changes."""
-    runs = code_files(module_closure(entry_module(stage)))
+    runs = code_files(stage_modules(stage))
     assert f"alexnet/{stage}.py" in runs
     listed = {d for d in RESOLVED[stage]["deps"] if d.endswith(".py")}
     assert runs - listed == set(), f"dvc.yaml {stage}: missing deps {sorted(runs - listed)}"
