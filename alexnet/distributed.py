@@ -10,7 +10,10 @@ files (model, checkpoints, DVCLive logs); every rank reads the same memmap cache
 each global batch. The world size is an implementation detail: `train.batch_size` is the global
 batch, each step's global batch holds the same images whatever the number of workers (data.py),
 gradients are averaged, and the learning rate is NOT rescaled, so N workers compute what one
-would (up to float rounding).
+would (up to float rounding), with two limits: dropout masks are drawn per rank, so with dropout
+on the runs match in distribution, not bit for bit; and the validation metric is the mean of the
+ranks' shares, which differs slightly from one worker's when the val split does not divide evenly.
+A checkpoint is resumed only by the same params (train.workers and train.hosts included).
 
 Resume, as Horovod's keras_imagenet_resnet50.py does it: after every epoch rank 0 writes one
 checkpoint folder (weights, optimizer state, best weights so far) and then the state file naming
