@@ -29,8 +29,11 @@ RED, BLUE = (255, 0, 0), (0, 0, 255)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_model_dir(root: Path, classes=CLASSES, size: int = SIZE, **extra) -> Path:
-    """A tiny real model: mean colour -> softmax. Red images score `classes[0]`, blue the last.
+def colour_model(classes=CLASSES, size: int = SIZE, green: int | None = None,
+                 constant: bool = False) -> tf.keras.Model:
+    """A tiny real model: mean colour -> softmax. Red images score `classes[0]`, blue the last;
+    `green`: the class index green images score; `constant`: every image ties (so every image
+    is called classes[0]).
 
     Dense weights are set by hand so predictions are known: logits = 4 * (r - b) and its negation
     (channel means in [0, 1]), i.e. p(first class) = 0.9997 for pure red.
@@ -42,9 +45,18 @@ def make_model_dir(root: Path, classes=CLASSES, size: int = SIZE, **extra) -> Pa
     outputs = tf.keras.layers.Dense(k, activation="softmax", name="predictions")(x)
     model = tf.keras.Model(inputs, outputs)
     kernel = np.zeros((3, k), np.float32)
-    kernel[0, 0], kernel[2, 0] = 4.0, -4.0
-    kernel[0, -1], kernel[2, -1] = -4.0, 4.0
+    if not constant:
+        kernel[0, 0], kernel[2, 0] = 4.0, -4.0
+        kernel[0, -1], kernel[2, -1] = -4.0, 4.0
+        if green is not None:
+            kernel[1, green] = 4.0
     model.get_layer("predictions").set_weights([kernel, np.zeros(k, np.float32)])
+    return model
+
+
+def make_model_dir(root: Path, classes=CLASSES, size: int = SIZE, **extra) -> Path:
+    """colour_model saved as training saves a model (model.keras + model.json) in root/model."""
+    model = colour_model(classes, size)
     model_dir = root / "model"
     model_dir.mkdir(parents=True)
     save_model(model, model_dir, {"classes": list(classes), "image_size": size,

@@ -22,6 +22,7 @@ from alexnet.params import ParamsError, PromoteParams
 from alexnet.promote import Decision, class_set_id, decide, install_champion, promote
 from alexnet.model import save_model
 from tests.unit.test_evaluate import BLUE, RED, SIZE, colour_image, make_cache
+from tests.unit.test_evaluate import colour_model as colour_keras_model
 
 GREEN = (0, 255, 0)
 
@@ -114,24 +115,10 @@ def test_params_are_validated():
 
 def colour_model(model_dir: Path, classes=CLASSES, green: int | None = None,
                  constant: bool = False) -> Path:
-    """A real saved model on mean colour; `green`: the class index green images score;
-    `constant`: every image ties (so every image is called classes[0])."""
-    import tensorflow as tf
-
-    k = len(classes)
-    inputs = tf.keras.Input((SIZE, SIZE, 3), name="image")
-    x = tf.keras.layers.Rescaling(1.0 / 255)(inputs)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    outputs = tf.keras.layers.Dense(k, activation="softmax", name="predictions")(x)
-    model = tf.keras.Model(inputs, outputs)
-    kernel = np.zeros((3, k), np.float32)
-    if not constant:
-        kernel[0, 0], kernel[2, 0], kernel[0, -1], kernel[2, -1] = 4.0, -4.0, -4.0, 4.0
-        if green is not None:
-            kernel[1, green] = 4.0
-    model.get_layer("predictions").set_weights([kernel, np.zeros(k, np.float32)])
+    """test_evaluate's mean-colour model, saved in `model_dir` as training saves one."""
     model_dir.mkdir(parents=True)
-    save_model(model, model_dir, {"classes": list(classes), "image_size": SIZE, "resize": "squash"})
+    save_model(colour_keras_model(classes, SIZE, green, constant), model_dir,
+               {"classes": list(classes), "image_size": SIZE, "resize": "squash"})
     return model_dir
 
 
