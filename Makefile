@@ -48,10 +48,13 @@ horovod:
 	$(PY) -m pip install -q -c requirements/lock.txt --force-reinstall --no-deps \
 	  $(WHEELS)/horovod-$(HOROVOD_VERSION)-*.whl
 	$(PY) -m pip install -q -c requirements/lock.txt cloudpickle psutil pyyaml packaging
-	@$(VENV)/bin/horovodrun --check-build 2>/dev/null | grep -q '\[X\] TensorFlow' \
-	  || { echo "Horovod was built without TensorFlow support"; exit 1; }
-	@$(VENV)/bin/horovodrun --check-build 2>/dev/null | grep -q '\[X\] Gloo' \
-	  || { echo "Horovod was built without Gloo support"; exit 1; }
+	@# Output captured first: `horovodrun ... | grep -q` under pipefail fails at random when grep
+	@# exits on its match and horovodrun, still writing, dies of the closed pipe.
+	@build=$$($(VENV)/bin/horovodrun --check-build 2>/dev/null) || true; \
+	  for need in TensorFlow Gloo; do \
+	    grep -q "\[X\] $$need" <<<"$$build" \
+	      || { echo "Horovod was built without $$need support:"; echo "$$build"; exit 1; }; \
+	  done
 
 run: setup
 	$(PY) -m flows.train_alexnet
