@@ -174,7 +174,9 @@ def test_timeout_and_shutdown_end_every_process(tmp_path, prefect_server):
     """--timeout-hours: the run ends TimedOut while training, and its processes with it. Then
     one SIGTERM to the serving process while a run trains: it cancels the run and exits."""
     env, api = prefect_server, prefect_server["PREFECT_API_URL"]
-    ws = make_workspace(tmp_path / "ws", overrides={"train.epochs": 100})
+    # Not 100, the reference default: on the built-in sample the flow's demo settings replace a
+    # key still at its default (flows.workspace.demo_settings), and 10 epochs end before 90 s.
+    ws = make_workspace(tmp_path / "ws", overrides={"train.epochs": 99})
     run(["dvc", "repro", "preprocess"], ws)  # so that the timeout lands in training
     log = tmp_path / "serve.log"
     timeout_s = 90

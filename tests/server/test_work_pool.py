@@ -180,8 +180,10 @@ def test_pool_run_times_out(tmp_path, pool_server):
     """--timeout-hours reaches a worker's run (by its environment): it ends TimedOut."""
     env, worker, log, _ = pool_server
     api = env["PREFECT_API_URL"]
-    ws = make_workspace(tmp_path / "ws", overrides=CHEAP)
-    timeout_s = 30  # a run takes a minute or more here
+    # Long enough that the timeout lands in training on any machine (99, not the reference
+    # default 100, which the built-in sample's demo settings would replace by 10).
+    ws = make_workspace(tmp_path / "ws", overrides={**CHEAP, "train.epochs": 99})
+    timeout_s = 30
     deploy(ws, env, "--no-schedule", "--check-every", "0", "--timeout-hours", str(timeout_s / 3600))
     created = run([PREFECT, "deployment", "run", "train-alexnet/train-alexnet"], ws, env=env).stdout
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
