@@ -100,7 +100,7 @@ def _free_port(host: str) -> int:
 def _keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alexnet-test",
                     "-f", str(path)], check=True, capture_output=True)
-    return path.with_suffix(".pub").read_text().strip()
+    return Path(f"{path}.pub").read_text().strip()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -120,63 +120,82 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _start_sshd(tmp: Path, address: str, authorized: Path, bind: tuple[Path, Path] | None,
+                log) -> tuple[subprocess.Popen, str]:
+    """sshd -D for `address` on a free port, in a mount namespace of its own where `bind`
+    (source, target) is mounted; returns it and its ssh_config block."""
+    port = _free_port(address)
+    host_key = _keygen(tmp / f"host_key-{address}")
+    conf = tmp / f"sshd_config-{address}"
+    conf.write_text(
+        f"ListenAddress {address}\nPort {port}\nHostKey {tmp / f'host_key-{address}'}\n"
+        f"AuthorizedKeysFile {authorized}\nPidFile none\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nPrintMotd no\nLogLevel VERBOSE\n")
+    with open(tmp / "known_hosts", "a") as known:
+        known.write(f"[{address}]:{port} {host_key}\n")
+    serve = [SSHD, "-D", "-e", "-f", str(conf)]
+    if bind is not None:
+        serve = ["sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
+                 *map(str, bind), *serve]
+    sshd = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *serve],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        if sshd.poll() is not None:
+            raise AssertionError(f"sshd for {address} exited {sshd.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((address, port), 1):
+            break
+        if time.monotonic() > deadline:
+            _stop(sshd)
+            raise AssertionError(f"sshd for {address} never listened")
+        time.sleep(0.1)
+    block = (f"Host {address}\n  Port {port}\n  User root\n  IdentityFile {tmp / 'id_ed25519'}\n"
+             f"  IdentitiesOnly yes\n  UserKnownHostsFile {tmp / 'known_hosts'}\n"
+             "  BatchMode yes\n")
+    return sshd, block
+
+
 @contextlib.contextmanager
-def ssh_host(tmp: Path, workspace: Path, cache: Path | None = None):
-    """An sshd answering for SSH_HOST; with `cache`, the sessions it starts see that directory at
-    workspace/data/cache. Yields the environment whose `ssh` reaches it; stops it by pid."""
+def ssh_hosts(tmp: Path, workspace: Path, caches: dict[str, Path | None]):
+    """One sshd per address in `caches`; the sessions of an address mapped to a directory see
+    that directory at workspace/data/cache. Yields the environment whose `ssh` reaches them
+    (log in tmp/sshd.log); stops them and what their sessions run, by pid."""
     if os.geteuid() != 0:
         pytest.skip("needs root: sshd logs in as root and runs in its own mount namespace")
     if not os.access(SSHD, os.X_OK):
         pytest.skip("OpenSSH's sshd is not installed: run `make sshd` as root "
                     "(apt-get install openssh-server)")
     tmp.mkdir()
-    port = _free_port(SSH_HOST)
-    host_key = _keygen(tmp / "host_key")
     (tmp / "authorized_keys").write_text(_keygen(tmp / "id_ed25519") + "\n")
-    (tmp / "sshd_config").write_text(
-        f"ListenAddress {SSH_HOST}\nPort {port}\nHostKey {tmp / 'host_key'}\n"
-        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPidFile none\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\n"
-        "LogLevel VERBOSE\n")
-    (tmp / "known_hosts").write_text(f"[{SSH_HOST}]:{port} {host_key}\n")
-    (tmp / "ssh_config").write_text(
-        f"Host {SSH_HOST}\n  Port {port}\n  User root\n  IdentityFile {tmp / 'id_ed25519'}\n"
-        f"  IdentitiesOnly yes\n  UserKnownHostsFile {tmp / 'known_hosts'}\n  BatchMode yes\n")
     (tmp / "bin").mkdir()
     wrapper = tmp / "bin/ssh"
     wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {tmp / 'ssh_config'} \"$@\"\n")
     wrapper.chmod(0o755)
-
     created = not PRIVSEP_DIR.exists()
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    serve = [SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")]
-    if cache is not None:
-        serve = ["sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
-                 str(cache), str(workspace / "data/cache"), *serve]
-    log = open(tmp / "sshd.log", "w")
-    sshd = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *serve],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert sshd.poll() is None, (tmp / "sshd.log").read_text()
-            with contextlib.suppress(OSError), socket.create_connection((SSH_HOST, port), 1):
-                break
-            assert time.monotonic() < deadline, "sshd never listened"
-            time.sleep(0.1)
-        yield tool_env(PATH=f"{tmp / 'bin'}{os.pathsep}{tool_env()['PATH']}")
-    finally:
-        _stop(sshd)
-        log.close()
-        if created:
-            PRIVSEP_DIR.rmdir()
+    servers: list[subprocess.Popen] = []
+    with open(tmp / "sshd.log", "w") as log:
+        try:
+            blocks = []
+            for address, cache in caches.items():
+                bind = None if cache is None else (cache, workspace / "data/cache")
+                sshd, block = _start_sshd(tmp, address, tmp / "authorized_keys", bind, log)
+                servers.append(sshd)
+                blocks.append(block)
+            (tmp / "ssh_config").write_text("".join(blocks))
+            yield tool_env(PATH=f"{tmp / 'bin'}{os.pathsep}{tool_env()['PATH']}")
+        finally:
+            for sshd in servers:
+                _stop(sshd)
+            if created:
+                PRIVSEP_DIR.rmdir()
 
 
 def test_rank_launched_over_ssh_trains(cached, tmp_path):
     ws = fresh_copy(cached, tmp_path, {"train.hosts": f"localhost:1,{SSH_HOST}:1",
                                        "train.epochs": 1})
-    with ssh_host(tmp_path / "ssh", ws) as env:
+    with ssh_hosts(tmp_path / "ssh", ws, {SSH_HOST: None}) as env:
         proc = run(["alexnet", "train"], ws, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert f"host {SSH_HOST} (machine {socket.gethostname()}, rank 1)" in log
@@ -185,31 +204,31 @@ def test_rank_launched_over_ssh_trains(cached, tmp_path):
     assert json.loads((ws / "models/candidate/model.json").read_text())["world_size"] == 2
 
 
-@pytest.mark.parametrize("kind", ["different", "missing"])
-def test_host_with_another_cache_is_refused_before_training(cached, tmp_path, kind):
-    """The host's data/cache was built with other preprocess settings, or never pulled: the
-    stage fails with exit 65 naming that host, before anything is trained or written."""
-    ws = fresh_copy(cached, tmp_path, {"train.hosts": f"localhost:1,{SSH_HOST}:1",
+def test_hosts_with_another_cache_are_refused_before_training(cached, tmp_path):
+    """Two hosts reached over SSH: one whose data/cache was built with other preprocess
+    settings, one that never pulled it. The stage fails with exit 65 naming both, before
+    anything is trained or written."""
+    different, missing = "127.0.0.2", "127.0.0.3"
+    ws = fresh_copy(cached, tmp_path, {"train.hosts": f"localhost:1,{different}:1,{missing}:1",
+                                       "train.workers": 3, "train.batch_size": 15,
                                        "train.epochs": 1})
-    other = tmp_path / "other-cache"
-    if kind == "different":
-        params = tmp_path / "other-params.yaml"
-        shutil.copy2(ws / "params.yaml", params)
-        text = params.read_text().replace("resize: squash", "resize: crop")
-        assert text != params.read_text()
-        params.write_text(text)
-        run(["alexnet", "preprocess", "--params", str(params), "--raw", "data/raw",
-             "--splits", "data/splits.csv", "--out", str(other)], ws)
-    else:
-        other.mkdir()
-    with ssh_host(tmp_path / "ssh", ws, cache=other) as env:
+    params = tmp_path / "crop.yaml"
+    params.write_text((ws / "params.yaml").read_text().replace("resize: squash", "resize: crop"))
+    assert "resize: crop" in params.read_text()
+    run(["alexnet", "preprocess", "--params", str(params), "--raw", "data/raw",
+         "--splits", "data/splits.csv", "--out", str(tmp_path / "crop-cache")], ws)
+    (tmp_path / "empty").mkdir()
+    with ssh_hosts(tmp_path / "ssh", ws, {different: tmp_path / "crop-cache",
+                                          missing: tmp_path / "empty"}) as env:
         proc = run(["dvc", "repro", "train"], ws, env=env, check=False, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
-    where = f"host {SSH_HOST} (machine {socket.gethostname()}, rank 1)"
-    why = "has a different cache" if kind == "different" else "has no usable cache"
-    assert f"{where} {why}" in log, log[-3000:]
+    machine = socket.gethostname()
+    assert (f"host {different} (machine {machine}, rank 1) has a different cache at "
+            f"{ws / 'data/cache'} (digest ") in log, log[-3000:]
+    assert (f"host {missing} (machine {machine}, rank 2) has no usable cache: "
+            f"{ws / 'data/cache/index.json'}: no cache index") in log
+    assert "rank 0) has" not in log  # rank 0's host is the reference
     assert f"exited with {EXIT_DATA}" in log  # dvc reports the stage's exit code
-    assert f"host localhost (machine {socket.gethostname()}, rank 0) has" not in log
     assert not (ws / "models/candidate").exists()
     assert not (ws / "models/checkpoints/state.json").exists()
