@@ -114,7 +114,7 @@ def cache_mismatch(reports: list[dict[str, Any]]) -> str | None:
             problems.append(f"{_where(group)} has no usable cache: {detail}")
         else:
             problems.append(f"{_where(group)} has a different cache at {group[0]['cache']} "
-                            f"(digest {detail[:12]}, {_where([reference])} has "
+                            f"(digest {detail[:12]}) from {_where([reference])}'s (digest "
                             f"{reference['digest'][:12]})")
     return ("the hosts do not train on the same data: " + "; ".join(problems) + ". Every host "
             "needs the same data/cache at the same path: a shared filesystem, or `dvc pull "
