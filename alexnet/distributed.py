@@ -14,6 +14,9 @@ would (up to float rounding), with two limits: dropout masks are drawn per rank,
 on the runs match in distribution, not bit for bit; and the validation metric is the mean of the
 ranks' shares, which differs slightly from one worker's when the val split does not divide evenly.
 A checkpoint is resumed only by the same params (train.workers and train.hosts included).
+Before anything reads the cache, the ranks compare digests of the cache each opened (cache.py's
+cache_digest): on several hosts each reads its own copy, and a host with other or no data stops
+the stage (exit 65) with a message naming it.
 
 Resume, as Horovod's keras_imagenet_resnet50.py does it: after every epoch rank 0 writes one
 checkpoint folder (weights, optimizer state, best weights so far) and then the state file naming
