@@ -23,7 +23,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 1
 
-.PHONY: setup run test bench serve lock clean postgres
+.PHONY: setup run test bench serve lock clean postgres sshd
 
 setup: $(STAMP)
 
@@ -59,7 +59,7 @@ horovod:
 run: setup
 	$(PY) -m flows.train_alexnet
 
-test: setup postgres
+test: setup postgres sshd
 	$(PY) -m pytest
 
 # tests/server/test_work_pool.py starts a throwaway PostgreSQL from the distribution's server
@@ -72,6 +72,21 @@ postgres:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	  else \
 	    echo "PostgreSQL's initdb not found and not root: the PostgreSQL server tests will skip"; \
+	  fi; \
+	fi
+
+# tests/distributed/test_hosts.py launches a Horovod rank over SSH through a throwaway OpenSSH
+# server it starts on 127.0.0.2 (its own config and keys, stopped by pid). On a fresh
+# Debian/Ubuntu machine, as root, install the server binary; otherwise those tests say why they
+# skip. (Where the package's scripts may start services, i.e. outside a container, this also
+# starts the distribution's own sshd: stop or disable it if the machine should not run one.)
+sshd:
+	@if ! [ -x /usr/sbin/sshd ] && ! command -v sshd >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing OpenSSH's server (apt-get install openssh-server) for the SSH test..."; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server; \
+	  else \
+	    echo "OpenSSH's sshd not found and not root: the SSH launch tests will skip"; \
 	  fi; \
 	fi
 

@@ -22,6 +22,7 @@ No pickles anywhere: every load passes allow_pickle=False.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ import numpy as np
 
 INDEX = "index.json"
 SPLITS = ("train", "val", "test")
+# The per-image columns of a split (location.npy is absent from caches older than it).
+COLUMNS = ("labels", "sha256", "paths", "location")
 
 
 @dataclass
@@ -106,3 +109,34 @@ def open_split(cache_dir: str | Path, split: str) -> SplitArrays:
         raise ValueError(f"{d}: the shards do not hold the {len(arrays)} images the index "
                          "lists; rerun `alexnet preprocess`")
     return arrays
+
+
+def cache_digest(cache_dir: str | Path, splits: tuple[str, ...] = ("train", "val")) -> str:
+    """sha256 of what a cache holds for `splits`, cheap enough to compute on every Horovod rank.
+
+    Hashes index.json (classes, image size, the preprocess fingerprint, shard names), each
+    split's per-image columns (a few MB for 10,000 images) and the byte size of every shard,
+    never the pixels: they are a pure function of the source hashes and the preprocess
+    fingerprint hashed here, and the sizes catch a truncated copy. Two hosts with equal digests
+    train on the same images, labels and order.
+
+    Raises:
+        FileNotFoundError: no index, or a column or shard it names is missing.
+        ValueError, KeyError: the index is not a cache index, or lacks a split.
+    """
+    cache_dir = Path(cache_dir)
+    raw = (cache_dir / INDEX).read_bytes() if (cache_dir / INDEX).is_file() else None
+    if raw is None:
+        raise FileNotFoundError(f"{cache_dir / INDEX}: no cache index")
+    index = json.loads(raw)
+    digest = hashlib.sha256(raw)
+    for split in splits:
+        for name in COLUMNS:
+            path = cache_dir / split / f"{name}.npy"
+            if name == "location" and not path.exists():
+                continue
+            digest.update(f"\0{split}/{name}\0".encode())
+            digest.update(path.read_bytes())
+        for shard in index["splits"][split]["shards"]:
+            digest.update(f"\0{shard}\0{(cache_dir / shard).stat().st_size}".encode())
+    return digest.hexdigest()

@@ -14,6 +14,9 @@ would (up to float rounding), with two limits: dropout masks are drawn per rank,
 on the runs match in distribution, not bit for bit; and the validation metric is the mean of the
 ranks' shares, which differs slightly from one worker's when the val split does not divide evenly.
 A checkpoint is resumed only by the same params (train.workers and train.hosts included).
+Before anything reads the cache, the ranks compare digests of the cache each opened (cache.py's
+cache_digest): on several hosts each reads its own copy, and a host with other or no data stops
+the stage (exit 65) with a message naming it.
 
 Resume, as Horovod's keras_imagenet_resnet50.py does it: after every epoch rank 0 writes one
 checkpoint folder (weights, optimizer state, best weights so far) and then the state file naming
@@ -34,6 +37,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,9 +48,9 @@ import tensorflow as tf
 import horovod.tensorflow as hvd_tf  # broadcast_object is not re-exported by the Keras module
 import horovod.tensorflow.keras as hvd
 
-from alexnet.cache import INDEX, open_split, read_index
+from alexnet.cache import INDEX, cache_digest, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
-from alexnet.errors import PipelineError, TrainingError
+from alexnet.errors import DataError, PipelineError, TrainingError
 from alexnet.fingerprint import fingerprint as code_fingerprint
 from alexnet.io import atomic_dir, claim_output_dir, link_or_copy, write_json
 from alexnet.model import build_alexnet, save_model
@@ -69,6 +73,88 @@ def fingerprint(p: TrainParams, cache_dir: Path) -> str:
 def _sha_list(cache_dir: Path, split: str) -> str:
     sha = np.load(cache_dir / split / "sha256.npy", allow_pickle=False)
     return hashlib.sha256("\n".join(sha.tolist()).encode()).hexdigest()
+
+
+def host_report(cache_dir: Path, rank: int) -> dict[str, Any]:
+    """What this rank trains on: its host, the cache it opened and that cache's digest (or why
+    there is none). The host is the name horovodrun was given (-H), which the user knows."""
+    machine = socket.gethostname()
+    report: dict[str, Any] = {"rank": rank, "host": os.environ.get("HOROVOD_HOSTNAME") or machine,
+                              "machine": machine, "cache": str(Path(cache_dir).absolute()),
+                              "digest": None, "problem": None}
+    try:
+        report["digest"] = cache_digest(Path(cache_dir).absolute())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report["problem"] = str(exc) if isinstance(exc, OSError) else f"unreadable cache ({exc!r})"
+    return report
+
+
+def _where(reports: list[dict[str, Any]]) -> str:
+    """'host gpu2 (machine node7, ranks 4, 5)' for the reports of one host."""
+    first = reports[0]
+    machine = f"machine {first['machine']}, " if first["machine"] != first["host"] else ""
+    ranks = [str(r["rank"]) for r in reports]
+    return (f"host {first['host']} ({machine}rank{'s' if len(ranks) > 1 else ''} "
+            f"{', '.join(ranks)})")
+
+
+def cache_mismatch(reports: list[dict[str, Any]]) -> str | None:
+    """None when every rank opened a cache equal to rank 0's; else one line naming each host
+    whose cache is missing or differs (rank 0's is the reference: its model records it)."""
+    by_rank = sorted(reports, key=lambda r: r["rank"])
+    reference = by_rank[0]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in by_rank:
+        if r["problem"] is not None:
+            groups.setdefault((r["host"], r["machine"], "missing", r["problem"]), []).append(r)
+        elif reference["digest"] is not None and r["digest"] != reference["digest"]:
+            groups.setdefault((r["host"], r["machine"], "differs", r["digest"]), []).append(r)
+    if not groups:
+        return None
+    problems = []
+    for (_host, _machine, kind, detail), group in groups.items():
+        if kind == "missing":
+            problems.append(f"{_where(group)} has no usable cache: {detail}")
+        else:
+            problems.append(f"{_where(group)} has a different cache at {group[0]['cache']} "
+                            f"(digest {detail[:12]}) from {_where([reference])}'s (digest "
+                            f"{reference['digest'][:12]})")
+    return ("the hosts do not train on the same data: " + "; ".join(problems) + ". Every host "
+            "needs the same data/cache at the same path: a shared filesystem, or `dvc pull "
+            "data/cache` (or `dvc repro preprocess`) on each host")
+
+
+def allgather_json(obj: Any, name: str) -> list[Any]:
+    """Every rank's `obj` in rank order, sent as JSON bytes (hvd.allgather_object would send
+    pickles, which no rank should have to load)."""
+    data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+    sizes = hvd_tf.allgather(tf.constant([len(data)], tf.int64), name=f"{name}.sizes").numpy()
+    blob = hvd_tf.allgather(tf.constant(data), name=name).numpy().tobytes()
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [json.loads(blob[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def check_caches(cache_dir: Path, rank: int) -> list[dict[str, Any]]:
+    """Every rank: fail (DataError, exit 65) unless all hosts opened the same cache.
+
+    Each rank reports its cache digest; every rank receives all reports and reaches the same
+    verdict, so all of them stop with the same message before training starts (whichever
+    rank horovodrun sees exit first, the message naming the host is in the log). Returns the
+    reports.
+    """
+    # Horovod: ranks on other hosts read their own copy of data/cache; nothing else checks that
+    # it is the same data (horovodrun only runs the same command on each host).
+    reports = allgather_json(host_report(cache_dir, rank), name="cache_reports")
+    problem = cache_mismatch(reports)
+    if problem is not None:
+        raise DataError(problem)
+    if rank == 0:
+        hosts = sorted({(r["host"], r["machine"]) for r in reports})
+        _logger.info("all %d rank(s) on %d host(s) opened the same cache (%s): %s",
+                     len(reports), len(hosts), reports[0]["digest"][:12],
+                     "; ".join(_where([r for r in reports if (r["host"], r["machine"]) == h])
+                               for h in hosts))
+    return reports
 
 
 @tf.keras.utils.register_keras_serializable(package="alexnet")
@@ -280,6 +366,11 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     configure_tensorflow(p)
+    if rank == 0:
+        _logger.info("Horovod: %d rank(s), %d per host (local size), on %d host(s) (cross size)",
+                     size, hvd.local_size(), hvd.cross_size())
+    # Horovod: before anything reads the cache, every host must see the same one.
+    check_caches(cache_dir, rank)
 
     # Horovod: rank 0 alone touches the checkpoint directory and decides where to start; the
     # other ranks receive its state (start epoch, early-stopping counters), so hosts without a

@@ -156,6 +156,16 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def rank_errors(errors: dict[int, str]) -> str:
+    """'ranks 0, 1: error: X; rank 2: error: Y': each distinct message once, with its ranks
+    (e.g. every rank stops with the same message when the hosts' caches differ)."""
+    ranks: dict[str, list[str]] = {}
+    for rank, error in sorted(errors.items()):
+        ranks.setdefault(error, []).append(str(rank))
+    return "; ".join(f"rank{'s' if len(r) > 1 else ''} {', '.join(r)}: {e}"
+                     for e, r in ranks.items())
+
+
 def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
            checkpoint_dir: Path, live_dir: Path) -> None:
     """Run the workers to completion; raise TrainingError/TransientError on failure, Stopped
@@ -186,7 +196,7 @@ def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
         raise Stopped(forwarder.signum)
     if proc.returncode == 0:
         return
-    reason = "; ".join(f"rank {r}: {e}" for r, e in sorted(last_error.items())) or "see the log above"
+    reason = rank_errors(last_error) or "see the log above"
     if first_failure == EXIT_DATA:
         raise TrainingError(f"training failed: {reason}")
     if first_failure == EXIT_CONFIG:  # e.g. a worker refused an output directory

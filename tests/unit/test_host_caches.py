@@ -1,0 +1,103 @@
+"""Every Horovod host must train on the same cache: the digest each rank computes and the verdict
+rank 0's message gives (the real multi-host runs are in tests/distributed/test_hosts.py)."""
+
+import shutil
+import socket
+
+import numpy as np
+import pytest
+
+from alexnet.cache import cache_digest
+from alexnet.distributed import cache_mismatch, host_report
+from alexnet.io import write_csv
+from alexnet.params import PreprocessParams
+from alexnet.preprocess import preprocess
+from alexnet.sample_data import generate_sample_data
+from alexnet.train import rank_errors
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """Two real caches of the same images: resized by squashing, and by cropping."""
+    root = tmp_path_factory.mktemp("caches")
+    generate_sample_data(root / "raw", per_class=6, seed=1)
+    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
+    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
+             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
+    write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
+    for policy in ("squash", "crop"):
+        preprocess(root / "raw", root / "splits.csv", root / policy,
+                   PreprocessParams(image_size=67, resize=policy, shard_size=3), workers=1)
+    return root
+
+
+def test_copies_agree_and_other_data_differs(caches, tmp_path):
+    squash = cache_digest(caches / "squash")
+    shutil.copytree(caches / "squash", tmp_path / "copy")  # e.g. `dvc pull` on another host
+    assert cache_digest(tmp_path / "copy") == squash
+    assert cache_digest(caches / "crop") != squash  # other preprocess settings
+
+    labels = tmp_path / "copy/train/labels.npy"
+    np.save(labels, 1 - np.load(labels))  # other labels for the same images
+    assert cache_digest(tmp_path / "copy") != squash
+
+    shutil.rmtree(tmp_path / "copy")
+    shutil.copytree(caches / "squash", tmp_path / "copy")
+    shard = tmp_path / "copy/val/images-00000.npy"
+    shard.write_bytes(shard.read_bytes()[:-100])  # an interrupted copy
+    assert cache_digest(tmp_path / "copy") != squash
+    shard.unlink()
+    with pytest.raises(FileNotFoundError):
+        cache_digest(tmp_path / "copy")
+    with pytest.raises(FileNotFoundError, match="no cache index"):
+        cache_digest(tmp_path / "nowhere")
+
+
+def test_test_split_is_not_part_of_what_training_compares(caches, tmp_path):
+    shutil.copytree(caches / "squash", tmp_path / "copy")
+    (tmp_path / "copy/test/paths.npy").unlink()  # training never opens the test split
+    assert cache_digest(tmp_path / "copy") == cache_digest(caches / "squash")
+
+
+def reports(monkeypatch, caches_by_rank):
+    out = []
+    for rank, (host, cache) in enumerate(caches_by_rank):
+        monkeypatch.setenv("HOROVOD_HOSTNAME", host)
+        out.append(host_report(cache, rank))
+    return out
+
+
+def test_same_cache_on_every_host_passes(caches, monkeypatch):
+    same = [("gpu1", caches / "squash")] * 2 + [("gpu2", caches / "squash")] * 2
+    assert cache_mismatch(reports(monkeypatch, same)) is None
+
+
+def test_the_host_whose_cache_differs_or_is_missing_is_named(caches, monkeypatch, tmp_path):
+    machine = socket.gethostname()
+    got = cache_mismatch(reports(monkeypatch, [
+        ("gpu1", caches / "squash"), ("gpu1", caches / "squash"),
+        ("gpu2", caches / "crop"), ("gpu2", caches / "crop"),
+        ("gpu3", tmp_path / "empty"), ("gpu3", tmp_path / "empty")]))
+    assert got.startswith("the hosts do not train on the same data: ")
+    assert f"host gpu2 (machine {machine}, ranks 2, 3) has a different cache at " \
+           f"{caches / 'crop'} (digest " in got
+    assert f"from host gpu1 (machine {machine}, rank 0)'s (digest " in got  # the reference
+    assert "rank 0) has" not in got and "ranks 0, 1" not in got
+    assert f"host gpu3 (machine {machine}, ranks 4, 5) has no usable cache: " \
+           f"{tmp_path / 'empty' / 'index.json'}: no cache index" in got
+    assert "dvc pull data/cache" in got and "\n" not in got
+
+
+def test_rank_0_without_a_cache_is_named(caches, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # a relative cache path is reported absolute
+    got = cache_mismatch(reports(monkeypatch, [("gpu1", "data/cache"),
+                                               ("gpu2", caches / "squash")]))
+    assert f"host gpu1 (machine {socket.gethostname()}, rank 0) has no usable cache: " \
+           f"{tmp_path / 'data/cache/index.json'}" in got
+    assert "gpu2" not in got
+
+
+def test_a_message_every_rank_prints_is_reported_once():
+    assert rank_errors({1: "error: X", 0: "error: X", 2: "error: Y"}) == \
+        "ranks 0, 1: error: X; rank 2: error: Y"
+    assert rank_errors({}) == ""
