@@ -16,7 +16,8 @@ Is your cache up to date?
 
 # `dvc pull` (dvc-s3 3.3, moto's S3 server) from a bucket that does not exist, and without keys.
 DVC_PULL_NO_BUCKET = """ERROR: unexpected error - The specified bucket does not exist: An error \
-occurred (NoSuchBucket) when calling the ListObjectsV2 operation: The specified bucket does not exist
+occurred (NoSuchBucket) when calling the ListObjectsV2 operation: The specified bucket does \
+not exist
 """
 DVC_PULL_NO_KEYS = """ERROR: failed to connect to s3 (my-bucket/alexnet/files/md5) - Unable to \
 locate credentials
