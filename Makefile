@@ -30,7 +30,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements/lock.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c requirements/lock.txt -e ".[$(TF),test]"
+	$(PY) -m pip install -q -c requirements/lock.txt -e ".[$(TF),s3,test]"
 	$(MAKE) --no-print-directory horovod
 	touch $@
 
@@ -99,7 +99,7 @@ serve: setup
 # Re-resolve requirements/lock.txt from pyproject.toml in a scratch virtualenv.
 lock:
 	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv
-	.cache/lock-venv/bin/pip install -q ".[cpu,test]"
+	.cache/lock-venv/bin/pip install -q ".[cpu,s3,test]"
 	{ sed -n '1,3p' requirements/lock.txt; .cache/lock-venv/bin/pip freeze --exclude-editable \
 	  | grep -viE '^(horovod|alexnet-pipeline)[=@ ]'; } > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt

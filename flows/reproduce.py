@@ -12,7 +12,9 @@ DVC's own commands, in order (README, "Reproduce a past run"):
 
 What it adds to them: when the data is nowhere DVC looked, it says which run, where DVC looked and
 the one command that fixes it (in a clone on the same machine, point it at the DVC cache of the
-workspace that recorded the run), instead of DVC's list of missing md5s. Exit code 0 when the run
+workspace that recorded the run; with a remote, point the remote at where runs were pushed),
+instead of DVC's list of missing md5s; when the remote cannot be read (no keys for an S3
+bucket, say), it names the remote and the settings that give access. Exit code 0 when the run
 is back, 78 (alexnet/errors.py) when something must be configured first.
 """
 
@@ -32,6 +34,9 @@ from tasks.stages import dvc_env
 # A DVC experiment name (a git ref component); Prefect's flow-run names are `adjective-animal`.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _CHECKOUT_FAILED = "Checkout failed for following targets:"
+# A remote that was read and does not hold the data: DVC's "missing" list, or (S3, when DVC lists
+# the remote first) the bucket itself is not there.
+_NOT_THERE = ("missing", "nosuchbucket", "bucket does not exist")
 
 
 class Refused(Exception):
@@ -52,6 +57,13 @@ def _dvc(cmd: list[str], workspace: Path) -> subprocess.CompletedProcess:
 def _out(cmd: list[str], workspace: Path) -> str:
     proc = _dvc(cmd, workspace)
     return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def dvc_config(workspace: Path) -> dict[str, str]:
+    """DVC's merged config (project, local, global, system) as {"remote.store.url": ...}: one
+    `dvc` start (about a second of CPU) instead of one per key."""
+    listed = _out(["dvc", "config", "--list"], workspace)
+    return dict(line.partition("=")[::2] for line in listed.splitlines() if "=" in line)
 
 
 def _first_error(proc: subprocess.CompletedProcess) -> str:
@@ -86,6 +98,33 @@ def recorded_cache(workspace: Path, git_remote: str) -> str:
     return "<the workspace that recorded the run>/.dvc/cache"
 
 
+def not_there(output: str) -> bool:
+    """Whether DVC's output says the data is not where it looked (rather than that it could not
+    look: no keys, no connection)."""
+    return bool(missing_targets(output)) or any(s in output.lower() for s in _NOT_THERE)
+
+
+def access_fix(remote: str, url: str) -> list[str]:
+    """The settings that let DVC read remote `remote` (at `url`): keys in .dvc/config.local."""
+    if urlparse(url).scheme == "s3":
+        return [f"dvc remote modify --local {remote} access_key_id KEY_ID",
+                f"dvc remote modify --local {remote} secret_access_key SECRET",
+                "(or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials), and for an "
+                f"S3-compatible store other than AWS: dvc remote modify {remote} endpointurl URL"]
+    return [f"dvc remote modify --local {remote} OPTION VALUE   # its credentials "
+            "(`dvc remote modify --help`)"]
+
+
+def location_fix(remote: str, recorded: str | None) -> list[str]:
+    """Where else the run's data can be: the remote the recording workspace pushed to (its
+    `dvc remote list`), or, for a clone on the same machine, that workspace's cache."""
+    fix = [f"dvc remote modify --local {remote} url URL   # the remote the recording workspace "
+           "pushes to (`dvc remote list` there)"]
+    if recorded:
+        fix.append(f"dvc remote add --local -d recorded {recorded}   # or its DVC cache")
+    return fix
+
+
 def has_experiment(workspace: Path, name: str) -> bool:
     refs = _out(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], workspace)
     return any(ref.endswith(f"/{name}") for ref in refs.splitlines())
@@ -109,24 +148,40 @@ def fetch_experiment(workspace: Path, name: str, git_remote: str) -> None:
                       "lists the runs there.")
 
 
-def restore_outputs(workspace: Path, name: str, git_remote: str) -> str:
+def restore_outputs(workspace: Path, name: str, git_remote: str, config: dict[str, str]) -> str:
     """`dvc pull` (a default DVC remote is configured) or `dvc checkout` (none is); returns
     where the data came from. Raises Refused, naming what to configure, when it is missing."""
-    remote = _out(["dvc", "remote", "default"], workspace)
-    cache = _out(["dvc", "cache", "dir"], workspace)
+    remote = config.get("core.remote", "")
     if remote:
-        url = _out(["dvc", "config", f"remote.{remote}.url"], workspace) or "?"
+        url = config.get(f"remote.{remote}.url") or "?"
         proc, looked = _dvc(["dvc", "pull"], workspace), f"the DVC remote {remote!r} ({url})"
     else:
         proc, looked = _dvc(["dvc", "checkout"], workspace), "a DVC remote (none is configured)"
+    if proc.returncode == 0 and remote:
+        return looked
+    cache = _out(["dvc", "cache", "dir"], workspace)
     if proc.returncode == 0:
-        return looked if remote else f"this workspace's DVC cache {cache}"
+        return f"this workspace's DVC cache {cache}"
     output = proc.stdout + proc.stderr
     missing = missing_targets(output)
-    if not missing and "missing" not in output.lower():
-        raise Refused(f"run {name!r}: {' '.join(proc.args[:2])} failed: {_first_error(proc)}")
+    if not not_there(output):
+        if not remote:
+            raise Refused(f"run {name!r}: dvc checkout failed: {_first_error(proc)}")
+        # Not "not there" but "could not look" (no keys, wrong endpoint, no connection).
+        raise Refused(f"run {name!r}: dvc pull from {looked} failed: {_first_error(proc)}. "
+                      "Configure its access, then run this command again:\n    "
+                      + "\n    ".join(access_fix(remote, url)))
     source = recorded_cache(workspace, git_remote)
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    if remote:
+        local = None if source.startswith("<") else source
+        said = "" if missing else f" ({_first_error(proc)})"  # e.g. the bucket does not exist
+        raise Refused(
+            f"run {name!r}: its outputs ({shown or 'see `dvc status`'}) are in neither this "
+            f"workspace's DVC cache ({cache}) nor {looked}{said}. Its params.yaml and dvc.lock "
+            "are applied; its data is where the recording workspace pushed it (runs are pushed "
+            "only with `dvc config exp.auto_push true`). Point this clone there, then run this "
+            "command again:\n    " + "\n    ".join(location_fix(remote, local)))
     raise Refused(
         f"run {name!r}: its outputs ({shown or 'see `dvc status`'}) are in neither "
         f"this workspace's DVC cache ({cache}) nor {looked}. Its params.yaml and dvc.lock are "
@@ -139,7 +194,8 @@ def reproduce(workspace: Path, name: str) -> Done:
     """Bring run `name` back into `workspace`: its git ref, params.yaml, dvc.lock and outputs."""
     if not _NAME.fullmatch(name):
         raise Refused(f"{name!r} is not a run name (a DVC experiment name such as amber-hyena)")
-    git_remote = _out(["dvc", "config", "exp.git_remote"], workspace) or "origin"
+    config = dvc_config(workspace)
+    git_remote = config.get("exp.git_remote") or "origin"
     fetched = None
     if not has_experiment(workspace, name):
         fetch_experiment(workspace, name, git_remote)
@@ -149,7 +205,7 @@ def reproduce(workspace: Path, name: str) -> Done:
     # cache without them fails only that last part, which restore_outputs does again.
     if proc.returncode != 0 and _CHECKOUT_FAILED not in proc.stdout + proc.stderr:
         raise Refused(f"run {name!r}: dvc exp apply failed: {_first_error(proc)}")
-    return Done(name, fetched, restore_outputs(workspace, name, git_remote))
+    return Done(name, fetched, restore_outputs(workspace, name, git_remote, config))
 
 
 def main(argv: list[str] | None = None) -> int:
