@@ -22,9 +22,7 @@ def read_deployment(api_url: str, name: str = "train-alexnet/train-alexnet"):
 
 def test_deployment_run_completes(tmp_path, prefect_server):
     env = prefect_server
-    # One Horovod worker: the deployment, its queue and the records are under test here; served
-    # runs with two workers are in test_cancel.py and test_new_data.py.
-    ws = make_workspace(tmp_path / "ws", overrides={"train.workers": 1})
+    ws = make_workspace(tmp_path / "ws")
     log = tmp_path / "serve.log"
     served = start([sys.executable, "-m", "flows.deploy", "--workspace", str(ws)], env, log)
     try:
