@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -51,10 +53,26 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
     return proc
 
 
+_SAMPLES: dict[int, Path] = {}
+
+
+def sample_data(dest: Path, per_class: int) -> None:
+    """The synthetic sample (seed 0, `per_class` images per class) at `dest`: generated once per
+    test session and size, then copied (generating it takes about a second, and dozens of
+    workspaces start from this same set)."""
+    from alexnet.sample_data import generate_sample_data
+
+    if per_class not in _SAMPLES:
+        root = Path(tempfile.mkdtemp(prefix="alexnet-tests-sample-"))
+        atexit.register(shutil.rmtree, root, True)
+        generate_sample_data(root / "sample", per_class=per_class, seed=0)
+        _SAMPLES[per_class] = root / "sample"
+    shutil.copytree(_SAMPLES[per_class], dest)
+
+
 def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 40) -> Path:
     """A git repo with this project's pipeline (dvc.yaml, params.yaml, DVC config), tiny
     settings, and the synthetic sample data in data/sample."""
-    from alexnet.sample_data import generate_sample_data
     from flows.workspace import pipeline_files, set_params
 
     path.mkdir(parents=True, exist_ok=True)
@@ -68,7 +86,7 @@ def make_workspace(path: Path, overrides: dict | None = None, per_class: int = 4
     shutil.copy2(REPO / ".dvc/config", path / ".dvc/config")
     shutil.copy2(REPO / ".dvc/.gitignore", path / ".dvc/.gitignore")
     set_params(path, {**TINY, **(overrides or {})})
-    generate_sample_data(path / "data/sample", per_class=per_class, seed=0)
+    sample_data(path / "data/sample", per_class)
     run(["git", "init", "-q"], path)
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "workspace"], path)
