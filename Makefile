@@ -78,12 +78,18 @@ postgres:
 # tests/distributed/test_hosts.py launches a Horovod rank over SSH through a throwaway OpenSSH
 # server it starts on 127.0.0.2 (its own config and keys, stopped by pid). On a fresh
 # Debian/Ubuntu machine, as root, install the server binary; otherwise those tests say why they
-# skip. (Where the package's scripts may start services, i.e. outside a container, this also
-# starts the distribution's own sshd: stop or disable it if the machine should not run one.)
+# skip. The package's scripts would start the distribution's own sshd on 0.0.0.0:22 outside a
+# container: a policy-rc.d that refuses every service start (exit 101, Debian's policy-rc.d
+# interface, honoured by invoke-rc.d and deb-systemd-invoke) is in place during the install, and
+# removed afterwards if this created it.
 sshd:
 	@if ! [ -x /usr/sbin/sshd ] && ! command -v sshd >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing OpenSSH's server (apt-get install openssh-server) for the SSH test..."; \
+	    echo "Installing OpenSSH's server (apt-get install openssh-server, not started) for the SSH test..."; \
+	    if ! [ -e /usr/sbin/policy-rc.d ]; then \
+	      trap 'rm -f /usr/sbin/policy-rc.d' EXIT; trap 'exit 130' INT TERM; \
+	      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; \
+	    fi; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server; \
 	  else \
 	    echo "OpenSSH's sshd not found and not root: the SSH launch tests will skip"; \

@@ -111,32 +111,39 @@ def open_split(cache_dir: str | Path, split: str) -> SplitArrays:
     return arrays
 
 
+# What a cache holds, as opposed to how it is laid out on disk (shard files, shard size, location):
+# a cache grown by reruns and one built from scratch hold the same images and are equal here.
+LOGICAL_COLUMNS = ("labels", "sha256", "paths")
+
+
 def cache_digest(cache_dir: str | Path, splits: tuple[str, ...] = ("train", "val")) -> str:
     """sha256 of what a cache holds for `splits`, cheap enough to compute on every Horovod rank.
 
-    Hashes index.json (classes, image size, the preprocess fingerprint, shard names), each
-    split's per-image columns (a few MB for 10,000 images) and the byte size of every shard,
-    never the pixels: they are a pure function of the source hashes and the preprocess
-    fingerprint hashed here, and the sizes catch a truncated copy. Two hosts with equal digests
-    train on the same images, labels and order.
+    Hashes the logical content: index.json without its layout (shard lists, shard size) -
+    classes, image size, resize policy, the preprocess fingerprint, counts - and each split's
+    labels, source hashes and paths in image order, as training reads them (a few MB for 10,000
+    images). Never the pixels: they are a pure function of the source hashes and the preprocess
+    fingerprint hashed here. Two hosts with equal digests train on the same images, labels and
+    order, however their shards are laid out. Before hashing, each split is opened as training
+    opens it (open_split), so a shard missing or shorter than the index implies (an interrupted
+    copy) is refused rather than digested.
 
     Raises:
         FileNotFoundError: no index, or a column or shard it names is missing.
-        ValueError, KeyError: the index is not a cache index, or lacks a split.
+        ValueError, KeyError: the index is not a cache index, lacks a split, or the shards do not
+            hold the images it lists.
     """
     cache_dir = Path(cache_dir)
-    raw = (cache_dir / INDEX).read_bytes() if (cache_dir / INDEX).is_file() else None
-    if raw is None:
+    if not (cache_dir / INDEX).is_file():
         raise FileNotFoundError(f"{cache_dir / INDEX}: no cache index")
-    index = json.loads(raw)
-    digest = hashlib.sha256(raw)
+    index = json.loads((cache_dir / INDEX).read_bytes())
+    logical = {k: v for k, v in index.items() if k not in ("splits", "shard_size")}
+    logical["splits"] = {split: index["splits"][split]["count"] for split in splits}
+    digest = hashlib.sha256(json.dumps(logical, sort_keys=True).encode())
     for split in splits:
-        for name in COLUMNS:
-            path = cache_dir / split / f"{name}.npy"
-            if name == "location" and not path.exists():
-                continue
-            digest.update(f"\0{split}/{name}\0".encode())
-            digest.update(path.read_bytes())
-        for shard in index["splits"][split]["shards"]:
-            digest.update(f"\0{shard}\0{(cache_dir / shard).stat().st_size}".encode())
+        arrays = open_split(cache_dir, split)  # integrity: every shard there, with its rows
+        for name in LOGICAL_COLUMNS:
+            column = np.ascontiguousarray(getattr(arrays, name))
+            digest.update(f"\0{split}/{name}\0{column.dtype.str}\0".encode())
+            digest.update(column.tobytes())
     return digest.hexdigest()

@@ -120,8 +120,9 @@ def cache_mismatch(reports: list[dict[str, Any]]) -> str | None:
                             f"(digest {detail[:12]}) from {_where([reference])}'s (digest "
                             f"{reference['digest'][:12]})")
     return ("the hosts do not train on the same data: " + "; ".join(problems) + ". Every host "
-            "needs the same data/cache at the same path: a shared filesystem, or `dvc pull "
-            "data/cache` (or `dvc repro preprocess`) on each host")
+            "needs the same data/cache at the same path: a shared filesystem, or on each host a "
+            "checkout of the same commit and `dvc pull data/cache` (a cache rebuilt there can "
+            "differ: other Pillow/libjpeg)")
 
 
 def allgather_json(obj: Any, name: str) -> list[Any]:

@@ -63,6 +63,39 @@ def horovodrun_command(p: TrainParams, worker_args: list[str]) -> list[str]:
             "--start-timeout", "120", sys.executable, "-m", "alexnet.distributed", *worker_args]
 
 
+# Horovod (gloo_run.py, _slot_info_to_command_fn) puts every exported variable of its environment
+# into each rank's command as `env K=V ...`; for a remote host that is the ssh command line, which
+# `ps` shows to every user of both machines. The workers need none of these.
+_SECRET = re.compile(r"AWS_|.*(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE_?KEY)",
+                     re.IGNORECASE)
+# What Horovod's `cd {pwd} > /dev/null 2>&1 ; cmd` on a remote host reads as one plain path: it
+# does not quote pwd.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
+
+
+def remote_hosts(p: TrainParams) -> list[str]:
+    """The hosts Horovod starts ranks on over SSH: by its own rule, those whose address is not
+    one of this machine's (127.0.0.2 is remote, 127.0.0.1 is not)."""
+    from horovod.runner.util.network import filter_local_addresses  # psutil only, no TF
+
+    return filter_local_addresses([h.rpartition(":")[0] for h in hosts_spec(p).split(",")])
+
+
+def worker_env(environ: dict[str, str], remote: bool) -> dict[str, str]:
+    """The environment horovodrun exports to the ranks: all of it when every host is this
+    machine, else all but secrets (AWS keys, tokens, passwords, API keys)."""
+    return {k: v for k, v in environ.items() if not (remote and _SECRET.match(k))}
+
+
+def check_remote_cwd(cwd: str, remote: list[str]) -> None:
+    """Refuse (ConfigError) a working directory that Horovod's unquoted `cd` on a remote host
+    would split or expand."""
+    if remote and not _PLAIN_PATH.fullmatch(cwd):
+        raise ConfigError(f"working directory {cwd!r}: horovodrun runs `cd` to it unquoted on "
+                          f"{', '.join(remote)}, so it may hold only letters, digits and ._/+-; "
+                          "move the workspace to such a path (the same on every host)")
+
+
 class Stopped(PipelineError):
     """`alexnet train` was told to stop (SIGTERM/SIGINT); exits 128 + the signal's number."""
 
@@ -173,7 +206,9 @@ def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
     args = ["--params", str(params_path), "--cache", str(cache_dir), "--model-dir", str(model_dir),
             "--checkpoint-dir", str(checkpoint_dir), "--live-dir", str(live_dir)]
     cmd = horovodrun_command(p, args)
-    env = {**TIMEOUTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+    remote = remote_hosts(p)
+    check_remote_cwd(os.getcwd(), remote)
+    env = {**TIMEOUTS, **worker_env(dict(os.environ), bool(remote)), "PYTHONUNBUFFERED": "1"}
     _logger.info("starting %d worker(s): %s", p.workers, " ".join(cmd))
     first_failure: int | None = None
     last_error: dict[int, str] = {}

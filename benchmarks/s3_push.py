@@ -28,14 +28,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchmarks.common import env as common_env
 from benchmarks.gen_data import generate
 
 KEY_ID, SECRET, BUCKET = "AKIAEXAMPLE", "SECRETEXAMPLE", "bench"
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(DVC_NO_ANALYTICS="1", AWS_EC2_METADATA_DISABLED="true", NO_PROXY="127.0.0.1")
+    """benchmarks.common's environment (this venv's dvc first on PATH), without the caller's
+    AWS settings: the remote's keys are moto's, in .dvc/config.local."""
+    env = {k: v for k, v in common_env().items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", NO_PROXY="127.0.0.1")
     return env
 
 
@@ -115,7 +118,11 @@ def measure(n: int, jobs: list[int], data: Path) -> dict:
                                "noop_push_s": round(again, 1)})
         finally:
             moto.terminate()
-            moto.wait(timeout=30)
+            try:
+                moto.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                moto.kill()
+                moto.wait()
     return {"files": files, "mib": round(mib, 1), "cpus": os.cpu_count(),
             "dvc_add_s": round(add_s, 1), "dvc_add_files_per_s": round(files / add_s, 1),
             "pushes": pushes}

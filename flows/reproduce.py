@@ -34,9 +34,12 @@ from tasks.stages import dvc_env
 # A DVC experiment name (a git ref component); Prefect's flow-run names are `adjective-animal`.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _CHECKOUT_FAILED = "Checkout failed for following targets:"
-# A remote that was read and does not hold the data: DVC's "missing" list, or (S3, when DVC lists
-# the remote first) the bucket itself is not there.
-_NOT_THERE = ("missing", "nosuchbucket", "bucket does not exist")
+# A remote that was read and does not hold the data: DVC's list of missing cache files (its
+# "Checkout failed" list is read by missing_targets), or (S3, when DVC lists the remote first) the
+# bucket itself is not there.
+_NOT_THERE = ("missing cache files", "nosuchbucket", "bucket does not exist")
+# DVC cannot even talk to the remote: its plugin (dvc-s3 for s3://) is not installed.
+_MISSING_DEPS = re.compile(r"requires these missing dependencies: (\[[^\]]*\])")
 
 
 class Refused(Exception):
@@ -96,6 +99,13 @@ def recorded_cache(workspace: Path, git_remote: str) -> str:
     if path is not None and not parsed.netloc and (workspace / path / ".dvc/cache").is_dir():
         return str((workspace / path / ".dvc/cache").resolve())
     return "<the workspace that recorded the run>/.dvc/cache"
+
+
+def missing_dependencies(output: str) -> str | None:
+    """The DVC plugins DVC said it needs to read a remote ("['s3']"), None when it said nothing
+    of the sort."""
+    found = _MISSING_DEPS.search(output)
+    return found.group(1) if found else None
 
 
 def not_there(output: str) -> bool:
@@ -164,6 +174,11 @@ def restore_outputs(workspace: Path, name: str, git_remote: str, config: dict[st
         return f"this workspace's DVC cache {cache}"
     output = proc.stdout + proc.stderr
     missing = missing_targets(output)
+    deps = missing_dependencies(output)
+    if deps is not None:
+        raise Refused(f"run {name!r}: DVC cannot read {looked} without its plugin for that "
+                      f"kind of remote (DVC says it misses {deps}). Install it, then run this "
+                      'command again:\n    pip install -e ".[s3]"   # or `make setup`')
     if not not_there(output):
         if not remote:
             raise Refused(f"run {name!r}: dvc checkout failed: {_first_error(proc)}")

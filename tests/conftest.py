@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,10 +45,40 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def stop_tree(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Stop `proc` and every process it started: SIGTERM first (`alexnet train` forwards it to
+    horovodrun, which stops its ranks), then, after `grace` seconds, SIGKILL to each process of
+    its tree as collected while it was alive (a rank orphaned by then is no longer a
+    descendant; psutil.Process refuses a reused pid)."""
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(tree, timeout=10)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
         **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=kwargs.pop("env", tool_env()), text=True,
-                          capture_output=True, timeout=timeout, **kwargs)
+    """subprocess.run with output captured; on a timeout (or an interrupt) the command's whole
+    process tree is stopped (stop_tree), not only the command."""
+    with subprocess.Popen(cmd, cwd=cwd, env=kwargs.pop("env", tool_env()), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException:
+            stop_tree(proc)
+            raise
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-4000:]}")

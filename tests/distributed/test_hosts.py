@@ -6,8 +6,9 @@ gloo_run._exec_command), so `-H localhost:1,127.0.0.1:1` is two hosts of one slo
 size 2, local size 1), both started directly. 127.0.0.2 is on the loopback too but is no
 interface's address, so horovodrun reaches it over SSH: the SSH tests start OpenSSH's sshd on
 127.0.0.2 (own config, host key and authorized_keys in tmp; `make sshd` installs the server),
-in a mount namespace of its own where another directory can be bind-mounted over the
-workspace's data/cache, so that the rank it starts really sees other files.
+where a test needs it in a mount namespace of its own where another directory is bind-mounted
+over the workspace's data/cache, so that the rank it starts really sees other files (skipped
+where `unshare --mount` is not allowed: an unprivileged container).
 
 The ssh client is the distribution's, run with a config file of the test's (port, key,
 known_hosts in tmp) through a two-line `ssh` first on PATH, so root's ~/.ssh is neither read nor
@@ -17,6 +18,7 @@ written; on a cluster the same lines go into ~/.ssh/config.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,7 +33,7 @@ import pytest
 
 from alexnet.errors import EXIT_DATA, EXIT_TRANSIENT
 from flows.workspace import set_params
-from tests.conftest import make_workspace, run, tool_env
+from tests.conftest import make_workspace, run, stop_tree, tool_env
 from tests.distributed.test_horovod import _rank_process, _wait_for_epoch
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -72,9 +74,7 @@ def test_two_hosts_train_and_resume_after_a_kill(cached, tmp_path):
         remote.send_signal(signal.SIGKILL)  # the host 127.0.0.1 dies mid-training
         output, _ = first.communicate(timeout=300)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        stop_tree(first)  # on a failure: alexnet train, horovodrun and the ranks
     assert first.returncode == EXIT_TRANSIENT, output[-3000:]
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < 3
@@ -120,10 +120,22 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@functools.cache
+def _no_namespaces() -> str | None:
+    """None when this process can make a mount namespace (it needs CAP_SYS_ADMIN, which an
+    unprivileged container lacks even as root), else why not."""
+    if shutil.which("unshare") is None:
+        return "util-linux's unshare is not installed"
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else \
+        f"`unshare --mount` fails here (no CAP_SYS_ADMIN?): {probe.stderr.strip()}"
+
+
 def _start_sshd(tmp: Path, address: str, authorized: Path, bind: tuple[Path, Path] | None,
                 log) -> tuple[subprocess.Popen, str]:
-    """sshd -D for `address` on a free port, in a mount namespace of its own where `bind`
-    (source, target) is mounted; returns it and its ssh_config block."""
+    """sshd -D for `address` on a free port; with `bind` (source, target), in a mount namespace
+    of its own where source is mounted on target. Returns it and its ssh_config block."""
     port = _free_port(address)
     host_key = _keygen(tmp / f"host_key-{address}")
     conf = tmp / f"sshd_config-{address}"
@@ -136,10 +148,9 @@ def _start_sshd(tmp: Path, address: str, authorized: Path, bind: tuple[Path, Pat
         known.write(f"[{address}]:{port} {host_key}\n")
     serve = [SSHD, "-D", "-e", "-f", str(conf)]
     if bind is not None:
-        serve = ["sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
-                 *map(str, bind), *serve]
-    sshd = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *serve],
-                            stdout=log, stderr=subprocess.STDOUT)
+        serve = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", *map(str, bind), *serve]
+    sshd = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
         if sshd.poll() is not None:
@@ -162,10 +173,12 @@ def ssh_hosts(tmp: Path, workspace: Path, caches: dict[str, Path | None]):
     that directory at workspace/data/cache. Yields the environment whose `ssh` reaches them
     (log in tmp/sshd.log); stops them and what their sessions run, by pid."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: sshd logs in as root and runs in its own mount namespace")
+        pytest.skip("needs root: sshd logs in as root")
     if not os.access(SSHD, os.X_OK):
         pytest.skip("OpenSSH's sshd is not installed: run `make sshd` as root "
                     "(apt-get install openssh-server)")
+    if any(cache is not None for cache in caches.values()) and _no_namespaces():
+        pytest.skip(f"needs a mount namespace per host for its own data/cache: {_no_namespaces()}")
     tmp.mkdir()
     (tmp / "authorized_keys").write_text(_keygen(tmp / "id_ed25519") + "\n")
     (tmp / "bin").mkdir()

@@ -7,13 +7,16 @@ import socket
 import numpy as np
 import pytest
 
-from alexnet.cache import cache_digest
+from alexnet.cache import cache_digest, open_split, read_index
 from alexnet.distributed import cache_mismatch, host_report
-from alexnet.io import write_csv
+from alexnet.io import read_csv, write_csv
 from alexnet.params import PreprocessParams
 from alexnet.preprocess import preprocess
 from alexnet.sample_data import generate_sample_data
 from alexnet.train import rank_errors
+
+
+SQUASH = PreprocessParams(image_size=67, resize="squash", shard_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +48,39 @@ def test_copies_agree_and_other_data_differs(caches, tmp_path):
     shutil.copytree(caches / "squash", tmp_path / "copy")
     shard = tmp_path / "copy/val/images-00000.npy"
     shard.write_bytes(shard.read_bytes()[:-100])  # an interrupted copy
-    assert cache_digest(tmp_path / "copy") != squash
+    with pytest.raises(ValueError):
+        cache_digest(tmp_path / "copy")
     shard.unlink()
     with pytest.raises(FileNotFoundError):
         cache_digest(tmp_path / "copy")
     with pytest.raises(FileNotFoundError, match="no cache index"):
         cache_digest(tmp_path / "nowhere")
+
+
+def test_the_same_images_in_other_shards_have_the_same_digest(caches, tmp_path):
+    """Other shard sizes, or a cache grown by a rerun (`dvc repro preprocess` after new images),
+    hold the same images, labels and order as one built from scratch: same digest."""
+    rows = read_csv(caches / "splits.csv")
+    write_csv(tmp_path / "part.csv", ["path", "label", "sha256", "split"], rows[::2])
+    grown = tmp_path / "grown"
+    for splits in (tmp_path / "part.csv", caches / "splits.csv"):
+        preprocess(caches / "raw", splits, grown, SQUASH, workers=1)
+    wide = tmp_path / "wide"
+    preprocess(caches / "raw", caches / "splits.csv", wide,
+               PreprocessParams(image_size=67, resize="squash", shard_size=5), workers=1)
+    location = [np.load(c / "train/location.npy") for c in (grown, caches / "squash", wide)]
+    assert str(location[0].tolist()) != str(location[1].tolist()) != str(location[2].tolist())
+    assert read_index(caches / "squash")["shard_size"] != read_index(wide)["shard_size"]
+    assert cache_digest(grown) == cache_digest(caches / "squash") == cache_digest(wide)
+
+
+def test_other_order_of_the_same_images_has_another_digest(caches, tmp_path):
+    shutil.copytree(caches / "squash", tmp_path / "copy")
+    split = tmp_path / "copy/train"
+    for name in ("labels", "sha256", "paths", "location"):  # the same images, in reverse order
+        np.save(split / f"{name}.npy", np.load(split / f"{name}.npy")[::-1])
+    assert open_split(tmp_path / "copy", "train").take(np.arange(2)).shape[0] == 2  # readable
+    assert cache_digest(tmp_path / "copy") != cache_digest(caches / "squash")
 
 
 def test_test_split_is_not_part_of_what_training_compares(caches, tmp_path):
@@ -85,7 +115,16 @@ def test_the_host_whose_cache_differs_or_is_missing_is_named(caches, monkeypatch
     assert "rank 0) has" not in got and "ranks 0, 1" not in got
     assert f"host gpu3 (machine {machine}, ranks 4, 5) has no usable cache: " \
            f"{tmp_path / 'empty' / 'index.json'}: no cache index" in got
-    assert "dvc pull data/cache" in got and "\n" not in got
+    assert "dvc pull data/cache" in got and "dvc repro" not in got and "\n" not in got
+
+
+def test_a_truncated_copy_is_refused_naming_its_host(caches, monkeypatch, tmp_path):
+    shutil.copytree(caches / "squash", tmp_path / "copy")
+    shard = tmp_path / "copy/train/images-00000.npy"
+    shard.write_bytes(shard.read_bytes()[:-100])  # an interrupted `dvc pull`
+    got = cache_mismatch(reports(monkeypatch, [("gpu1", caches / "squash"),
+                                               ("gpu2", tmp_path / "copy")]))
+    assert f"host gpu2 (machine {socket.gethostname()}, rank 1) has no usable cache: " in got
 
 
 def test_rank_0_without_a_cache_is_named(caches, monkeypatch, tmp_path):

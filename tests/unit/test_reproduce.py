@@ -3,8 +3,8 @@ tells the user to configure."""
 
 import pytest
 
-from flows.reproduce import (Refused, access_fix, location_fix, missing_targets, not_there,
-                              reproduce)
+from flows.reproduce import (Refused, access_fix, location_fix, missing_dependencies,
+                              missing_targets, not_there, reproduce)
 
 DVC_PULL_FAILED = """No remote provided and no default remote set.
 ERROR: failed to pull data from the cloud - Checkout failed for following targets:
@@ -21,6 +21,17 @@ not exist
 """
 DVC_PULL_NO_KEYS = """ERROR: failed to connect to s3 (my-bucket/alexnet/files/md5) - Unable to \
 locate credentials
+ERROR: failed to pull data from the cloud - 1 files failed to download
+"""
+# `dvc pull` from an S3 remote without dvc-s3 installed (dvc/cli/__init__.py's message, PKG=None:
+# DVC installed from source), and `dvc pull` with some files in neither the cache nor the remote.
+DVC_PULL_NO_DVC_S3 = """ERROR: URL 's3://my-bucket/alexnet' is supported but requires these \
+missing dependencies: ['s3'].
+Please report this bug to <https://github.com/treeverse/dvc/issues>. Thank you!
+"""
+DVC_PULL_SOME_MISSING = """WARNING: Some of the cache files do not exist neither locally nor on \
+remote. Missing cache files:
+name: None, md5: 0123456789abcdef0123456789abcdef.dir
 ERROR: failed to pull data from the cloud - 1 files failed to download
 """
 
@@ -54,3 +65,11 @@ def test_data_missing_on_a_remote_points_at_the_remote_and_a_local_cache_if_ther
 def test_data_not_on_the_remote_is_told_apart_from_a_remote_that_could_not_be_read():
     assert not_there(DVC_PULL_FAILED) and not_there(DVC_PULL_NO_BUCKET)
     assert not not_there(DVC_PULL_NO_KEYS)
+
+
+def test_a_missing_dvc_extra_is_not_data_missing_on_the_remote():
+    assert missing_dependencies(DVC_PULL_NO_DVC_S3) == "['s3']"
+    assert not not_there(DVC_PULL_NO_DVC_S3)
+    assert missing_dependencies(DVC_PULL_FAILED) is None
+    assert not_there(DVC_PULL_SOME_MISSING)
+    assert not not_there("ERROR: unexpected error - missing credentials for the remote")
