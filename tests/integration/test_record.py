@@ -5,6 +5,7 @@ Prefect engine (test harness), real dvc, real horovodrun."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from alexnet.hardware import host_cpu_flags, resolve_precision
 from flows.train_alexnet import train_alexnet
 from tests.conftest import make_workspace, run
 
@@ -60,6 +62,12 @@ def test_recorded_run_is_reproduced_by_name(tmp_path, prefect_api):
     assert record.key == "run-record" and name in record.data
     assert first.result()["experiment_commit"] in record.data
     assert "DVC remote `store`" in record.data and "git remote `origin`" in record.data
+    # What `auto` resolved to (train.mixed_precision is auto in the repo's params.yaml).
+    precision = json.loads((ws / "models/candidate/model.json").read_text())["resolved"]
+    assert precision == {"workers": 1, "mixed_precision":
+                         resolve_precision("auto", host_cpu_flags(), [])}
+    assert f"train.mixed_precision `{precision['mixed_precision']}`" in record.data
+    assert "train.workers `1`" in record.data
 
     # The switch off (the default): the second run, with a different param, is recorded here and
     # nothing leaves the workspace, though origin and the DVC remote are still configured.
