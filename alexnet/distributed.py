@@ -291,8 +291,8 @@ def configure_tensorflow(p: TrainParams) -> str:
         threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
-    # The augmentation's warp (alexnet/data.py) keeps up with training on one thread (~3,000
-    # images/s at 227 px); OpenCV's own pool of one thread per core would compete with the step.
+    # The augmentation's warp (alexnet/data.py) keeps up with training on one thread (`make
+    # bench` rows 2 and 4); OpenCV's own pool of one thread per core would compete with the step.
     cv2.setNumThreads(1)
     # train.mixed_precision (auto: alexnet.hardware): bfloat16 only where the CPU computes it
     # natively, float16 only on GPUs with tensor cores; emulated, either trains slower.

@@ -260,7 +260,7 @@ def precision_parity(source: Path, tmp: Path, epochs: int) -> dict:
         metrics = json.loads((ws / "reports/metrics.json").read_text())
         meta = json.loads((ws / "models/candidate/model.json").read_text())
         assert meta["resolved"]["mixed_precision"] == precision, meta["resolved"]
-        out[precision] = {"test_accuracy": metrics["accuracy"], "test_images": metrics["n"],
+        out[precision] = {"test_accuracy": metrics["accuracy"], "test_images": metrics["n_test"],
                           "epoch_images_per_s": rates,
                           "images_per_s": median([v for k, v in rates.items() if k > 1]),
                           "repro_s": seconds}
