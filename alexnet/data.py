@@ -8,10 +8,11 @@ float rounding). Batches are read from the memmap (uint8, sorted indices for seq
 page-cache reads), augmented with ONE affine warp per image (rotation, shift and flip composed
 into a single matrix: the reference's ImageDataGenerator settings, bilinear, edges repeated as
 its fill_mode="nearest" does), and prefetched while the model trains. The warp is OpenCV's
-warpAffine on the uint8 pixels: 3.6x faster than TensorFlow's ImageProjectiveTransformV3 on this
-CPU (10.7 vs 38.4 ms for 32 images at 227 px; TF's kernel interpolates each channel of each pixel
-separately, in float32), which matters once a GPU, not the CPU, sets the pace. Pixels stay uint8
-0..255 all the way to the model, whose first layer scales them to [0, 1].
+warpAffine on the uint8 pixels rather than TensorFlow's ImageProjectiveTransformV3, whose kernel
+interpolates each channel of each pixel separately, in float32: that matters once a GPU, not the
+CPU, sets the pace (`make bench`, row 2, measures this loader against the reference's and against
+decoding the JPEGs every epoch). Pixels stay uint8 0..255 all the way to the model, whose first
+layer scales them to [0, 1].
 
 The permutation is a pure function of (seed, epoch) and each image's warp a pure function of
 (seed, epoch, image index), so a resumed run at epoch k sees exactly the batches an

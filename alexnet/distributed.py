@@ -39,6 +39,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from alexnet.cache import INDEX, cache_digest, open_split, read_index
 from alexnet.data import Sharding, eval_dataset, train_dataset
 from alexnet.errors import DataError, PipelineError, TrainingError
 from alexnet.fingerprint import fingerprint as code_fingerprint
+from alexnet.hardware import host_cpu_flags, precision_policy, resolve_precision
 from alexnet.io import atomic_dir, claim_output_dir, link_or_copy, write_json
 from alexnet.model import build_alexnet, save_model
 from alexnet.params import TrainParams, load_params
@@ -203,6 +205,30 @@ class NanGuard(tf.keras.callbacks.Callback):
                                 "(try a lower train.learning_rate); no model was written")
 
 
+class Throughput(tf.keras.callbacks.Callback):
+    """Rank 0: log each epoch's training images/s (global batch x steps over the time from the
+    epoch's start to its last training step; validation excluded). `make bench` reads it."""
+
+    def __init__(self, global_batch: int) -> None:
+        super().__init__()
+        self.global_batch = global_batch
+        self._start = self._last = 0.0
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._last, self._steps = time.perf_counter(), self._steps + 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = self._last - self._start
+        if self._steps and seconds > 0:
+            images = self._steps * self.global_batch
+            _logger.info("epoch %d: %d images in %.2f s, %.1f images/s", epoch + 1, images,
+                         seconds, images / seconds)
+
+
 class DropoutSeeds(tf.keras.callbacks.Callback):
     """Reseed every dropout layer at the start of each epoch from (seed, epoch, rank).
 
@@ -331,7 +357,15 @@ def resume_state(p: TrainParams, cache_dir: Path, checkpoint_dir: Path,
     return state or {"fingerprint": expected, "epoch": 0}
 
 
-def configure_tensorflow(p: TrainParams) -> None:
+def gpu_capabilities(gpus: list) -> list[tuple[int, int]]:
+    """Compute capability of each GPU ((0, 0) when TensorFlow cannot tell)."""
+    return [tuple(tf.config.experimental.get_device_details(g).get("compute_capability") or (0, 0))
+            for g in gpus]
+
+
+def configure_tensorflow(p: TrainParams) -> str:
+    """Threads, GPU pinning, seeds and the precision policy; returns the precision used
+    (float32, bfloat16 or float16: what train.mixed_precision resolved to on this host)."""
     # Horovod: pin one GPU per process (local rank), when there are GPUs.
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -344,17 +378,20 @@ def configure_tensorflow(p: TrainParams) -> None:
         threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
-    # The augmentation's warp (alexnet/data.py) keeps up with training on one thread (~3,000
-    # images/s at 227 px); OpenCV's own pool of one thread per core would compete with the step.
+    # The augmentation's warp (alexnet/data.py) keeps up with training on one thread (`make
+    # bench` rows 2 and 4); OpenCV's own pool of one thread per core would compete with the step.
     cv2.setNumThreads(1)
-    if p.mixed_precision:
-        tf.keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    # train.mixed_precision (auto: alexnet.hardware): bfloat16 only where the CPU computes it
+    # natively, float16 only on GPUs with tensor cores; emulated, either trains slower.
+    precision = resolve_precision(p.mixed_precision, host_cpu_flags(), gpu_capabilities(gpus))
+    tf.keras.mixed_precision.set_global_policy(precision_policy(precision))
     # Same initial weights everywhere (rank 0's are broadcast anyway).
     tf.keras.utils.set_random_seed(p.seed + hvd.rank())
     # Dropout through tf.random.Generator, whose state DropoutSeeds resets each epoch.
     tf.keras.backend.experimental.enable_tf_random_generator()
     if p.deterministic:
         tf.config.experimental.enable_op_determinism()
+    return precision
 
 
 def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path,
@@ -366,8 +403,10 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     # Horovod: initialize Horovod.
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
-    configure_tensorflow(p)
+    precision = configure_tensorflow(p)
     if rank == 0:
+        _logger.info("%d worker(s) (train.workers: %s), precision %s (train.mixed_precision: %s)",
+                     size, p.workers, precision, p.mixed_precision)
         _logger.info("Horovod: %d rank(s), %d per host (local size), on %d host(s) (cross size)",
                      size, hvd.local_size(), hvd.cross_size())
     # Horovod: before anything reads the cache, every host must see the same one.
@@ -421,6 +460,7 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     if rank == 0:
         # Horovod: checkpoints and logs on rank 0 only, to keep workers from corrupting them.
         callbacks.append(EpochCheckpoint(checkpoint_dir, checkpoint, p.monitor, state))
+        callbacks.append(Throughput(p.batch_size))
         callbacks.append(_dvclive_callback(live_dir, resume=start_epoch > 0))
         # `tensorboard --logdir models/checkpoints/tensorboard`; a resumed run appends to it.
         callbacks.append(tf.keras.callbacks.TensorBoard(
@@ -433,7 +473,8 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
                   verbose=2 if rank == 0 else 0)
 
     if rank == 0:
-        _save_model(p, index, cache_dir, model_dir, checkpoint_dir, size, steps, model)
+        _save_model(p, index, cache_dir, model_dir, checkpoint_dir, size, steps, model,
+                    precision)
     # Horovod: every rank waits until rank 0 has written the model.
     hvd_tf.broadcast_object(rank, root_rank=0, name="model_saved")
     return model
@@ -448,7 +489,8 @@ def _dvclive_callback(live_dir: Path, resume: bool) -> tf.keras.callbacks.Callba
 
 
 def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
-                checkpoint_dir: Path, size: int, steps: int, last: tf.keras.Model) -> dict[str, Any]:
+                checkpoint_dir: Path, size: int, steps: int, last: tf.keras.Model,
+                precision: str) -> dict[str, Any]:
     """Rank 0: write the best weights (by the val monitor) as a plain Keras model + metadata.
 
     The best weights are those of the checkpoint the state file names; `last` (the weights
@@ -467,6 +509,8 @@ def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
         "resize": index["resize"],
         "params": {"train": dataclasses.asdict(p)},
         "world_size": size,
+        # What `auto` (or any setting) of train.workers / train.mixed_precision became here.
+        "resolved": {"workers": size, "mixed_precision": precision},
         # What the optimizer used: train.learning_rate itself (never scaled by the world size),
         # after a linear ramp over warmup_steps steps when train.warmup_epochs is set.
         "learning_rate": p.learning_rate,

@@ -5,16 +5,16 @@ the caller, which may already run threads (TensorFlow's, Prefect's, pytest plugi
 a forked child would inherit held. The work functions live in importable alexnet modules, which
 is all the fork server needs.
 
-Starting a pool costs 0.2-0.3 s here, while a Kaggle-sized JPEG (500x375) decodes in ~1.2 ms:
-below a few hundred images the pool costs more than it saves, so an incremental rerun that has
-only the new images to look at does them in-process (75 images: 0.09 s in-process, 0.25-0.32 s
-through a 2-process pool).
+Starting a pool of processes costs far more than decoding one Kaggle-sized JPEG (500x375): below
+a few hundred images (MIN_JOBS_FOR_POOL) the pool costs more than it saves, so an incremental
+rerun that has only the new images to look at does them in-process.
 
 Work that spends its time in Pillow's C code, which releases the GIL while it decodes and
 resizes, can run on threads instead (`mapper(..., threads=True)`): they start at once and hand
-back arrays without pickling them (preprocess: 600 images in 0.70 s on 2 threads vs 0.96 s on 2
-processes; 75 images in 0.08 s vs 0.27-0.36 s). Validation keeps processes: it sets Pillow's
-process-wide pixel limit and warning filters around every untrusted file it opens.
+back arrays without pickling them (preprocess). `make bench` row 1 times each stage's share of
+getting a JPEG folder to training-ready pixels, row 9 an incremental rerun. Validation keeps
+processes: it sets Pillow's process-wide pixel limit and warning filters around every untrusted
+file it opens.
 """
 
 from __future__ import annotations

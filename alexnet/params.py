@@ -95,22 +95,26 @@ class TrainParams:
     momentum: float = 0.0
     warmup_epochs: int = 0
     dropout: float = 0.5
-    workers: int = 2
+    # "auto": one worker per GPU, 1 on a CPU-only host (alexnet.hardware); or a number.
+    workers: int | Literal["auto"] = "auto"
     hosts: str = "localhost"
     seed: int = 42
     deterministic: bool = False
-    mixed_precision: bool = False
+    # "auto": bfloat16 on CPUs with native bf16, float16 on GPUs with tensor cores, else float32
+    # (alexnet.hardware); true/false, or a precision's name.
+    mixed_precision: bool | Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     patience: int = 0
     augment: AugmentParams = field(default_factory=AugmentParams)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs must be at least 1")
-        _check(self.workers >= 1, "train.workers must be at least 1")
-        _check(self.batch_size >= self.workers and self.batch_size % self.workers == 0,
-               f"train.batch_size is the global batch, split evenly across workers: it must be "
-               f"a multiple of train.workers ({self.batch_size} images cannot be split into "
-               f"{self.workers} equal slices)")
+        if self.workers != "auto":  # auto is checked once resolved (alexnet.hardware)
+            _check(self.workers >= 1, "train.workers must be at least 1")
+            _check(self.batch_size >= self.workers and self.batch_size % self.workers == 0,
+                   f"train.batch_size is the global batch, split evenly across workers: it must "
+                   f"be a multiple of train.workers ({self.batch_size} images cannot be split "
+                   f"into {self.workers} equal slices)")
         _check(self.seed >= 0, "train.seed must be >= 0")
         _check(self.learning_rate > 0, "train.learning_rate must be positive")
         _check(0 <= self.dropout < 1, "train.dropout must be in [0, 1)")
@@ -118,7 +122,7 @@ class TrainParams:
                "train.warmup_epochs and train.patience must be >= 0")
         if self.hosts != "localhost":
             slots = host_slots(self.hosts)
-            _check(sum(slots.values()) >= self.workers,
+            _check(self.workers == "auto" or sum(slots.values()) >= self.workers,
                    f"train.hosts {self.hosts!r} has {sum(slots.values())} slots in all, fewer than "
                    f"train.workers ({self.workers})")
 
@@ -224,9 +228,27 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ParamsError(f"{where}: expected a string, got {value!r}")
         return value
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no unions in the schema yet
-        raise ParamsError(f"{where}: unsupported type {hint}")
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        # e.g. `int | Literal["auto"]`: the first arm that accepts the value wins.
+        for arm in typing.get_args(hint):
+            try:
+                return _coerce(arm, value, where)
+            except ParamsError:
+                continue
+        raise ParamsError(f"{where}: expected {_describe(hint)}, got {value!r}")
     return value
+
+
+def _describe(hint: Any) -> str:
+    """`int | Literal["auto"]` -> "an integer or 'auto'" (for error messages)."""
+    words = {int: "an integer", bool: "true or false", float: "a number", str: "a string"}
+    parts = []
+    for arm in typing.get_args(hint):
+        if typing.get_origin(arm) is Literal:
+            parts.extend(repr(c) for c in typing.get_args(arm))
+        else:
+            parts.append(words.get(arm, str(arm)))
+    return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
 
 
 def parse_params(data: dict[str, Any]) -> Params:

@@ -15,6 +15,7 @@ kills it and every process it started, in whatever process group. Then it exits 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ import psutil
 
 from alexnet.errors import (EXIT_CONFIG, EXIT_DATA, EXIT_TRANSIENT, ConfigError, PipelineError,
                             TrainingError, TransientError)
+from alexnet.hardware import host_gpu_count, resolve_workers
 from alexnet.params import TrainParams
 
 _logger = logging.getLogger(__name__)
@@ -199,10 +201,21 @@ def rank_errors(errors: dict[int, str]) -> str:
                      for e, r in ranks.items())
 
 
+def resolved(p: TrainParams) -> TrainParams:
+    """`p` with `train.workers: auto` replaced by this host's number (alexnet.hardware); raises
+    ParamsError (exit 78) when the global batch cannot be split that many ways."""
+    if p.workers != "auto":
+        return p
+    n = resolve_workers(p.workers, host_gpu_count(), p.hosts, p.batch_size)
+    _logger.info("train.workers: auto -> %d", n)
+    return dataclasses.replace(p, workers=n)
+
+
 def launch(p: TrainParams, params_path: Path, cache_dir: Path, model_dir: Path,
            checkpoint_dir: Path, live_dir: Path) -> None:
     """Run the workers to completion; raise TrainingError/TransientError on failure, Stopped
     when told to stop."""
+    p = resolved(p)
     args = ["--params", str(params_path), "--cache", str(cache_dir), "--model-dir", str(model_dir),
             "--checkpoint-dir", str(checkpoint_dir), "--live-dir", str(live_dir)]
     cmd = horovodrun_command(p, args)

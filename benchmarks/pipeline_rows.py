@@ -6,8 +6,10 @@ incremental, and the orchestration row's plain-Python side.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -37,28 +39,60 @@ def _ingest_validate(source: Path, out: Path) -> dict:
                     memo_path=out / "verdicts.csv")
 
 
+def _timed_stages(source: Path, out: Path) -> dict[str, float]:
+    """ingest -> validate -> split -> preprocess (227 px uint8 cache: the training-ready pixels;
+    the model's first layer scales them), the seconds of each stage."""
+    from alexnet.ingest import ingest
+    from alexnet.params import IngestParams, PreprocessParams, SplitParams, ValidateParams
+    from alexnet.preprocess import preprocess
+    from alexnet.split import split
+    from alexnet.validate import validate
+
+    steps = {
+        "ingest": lambda: ingest(source, out / "raw", out / "manifest.csv", out / "ingest.json",
+                                 IngestParams(layout="kaggle_flat")),
+        "validate": lambda: validate(out / "raw", out / "manifest.csv", out / "validated.csv",
+                                     out / "quarantine.csv", out / "validation.json",
+                                     ValidateParams(), memo_path=out / "verdicts.csv"),
+        "split": lambda: split(out / "validated.csv", out / "splits.csv", out / "split.json",
+                               SplitParams()),
+        "preprocess": lambda: preprocess(out / "raw", out / "splits.csv", out / "cache",
+                                         PreprocessParams()),
+    }
+    return {name: timed(fn) for name, fn in steps.items()}
+
+
 def decode(source: Path, repeats: int, tmp: Path) -> dict:
-    """Row 1: ingest + validate (all cores) vs the reference's single-threaded decode loop."""
+    """Row 1: raw JPEG folder -> training-ready pixels. Ours: ingest, validate, split, preprocess
+    (all cores) into a fresh directory, each stage timed; the reference: the notebook's cv2 loop
+    and float32 scaling (one thread). Same images, alternated."""
     _quiet()
     paths = gen_data.image_paths(source)
     n = len(paths)
+    stages: list[dict[str, float]] = []
 
     def ours() -> float:
         out = Path(tempfile.mkdtemp(dir=tmp, prefix="decode-"))
         try:
-            t = time.perf_counter()
-            summary = _ingest_validate(source, out)
-            dt = time.perf_counter() - t
-            assert summary["accepted"] == n, summary
-            return n / dt
+            stages.append(_timed_stages(source, out))
+            from alexnet.cache import read_index
+
+            cached = sum(s["count"] for s in read_index(out / "cache")["splits"].values())
+            assert cached == n, (cached, n)  # every image made it into the cache
+            return n / sum(stages[-1].values())
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
     def ref() -> float:
-        return n / timed(lambda: reference.load_images(paths))
+        seconds = timed(lambda: reference.load_images(paths))
+        return n / seconds
 
     runs = alternate({"ours": ours, "reference": ref}, repeats)
-    return {"runs": runs, "median": {k: median(v) for k, v in runs.items()}, "images": n}
+    stage_median = {k: median([s[k] for s in stages]) for k in stages[0]}
+    total = sum(stage_median.values())
+    return {"runs": runs, "median": {k: median(v) for k, v in runs.items()}, "images": n,
+            "stage_seconds": stages, "stage_median_s": stage_median,
+            "stage_share": {k: v / total for k, v in stage_median.items()}}
 
 
 def _stages_to_cache(source: Path, out: Path) -> None:
@@ -76,6 +110,14 @@ def build_cache(source: Path, out: Path) -> Path:
     _quiet()
     _stages_to_cache(source, out)
     return out / "cache"
+
+
+def split_files(out: Path, which: str = "train") -> list[str]:
+    """The raw files of one split of a `build_cache(source, out)` run (row 3: same images)."""
+    from alexnet.io import read_csv
+
+    return [str(out / "raw" / r["path"]) for r in read_csv(out / "splits.csv")
+            if r["split"] == which]
 
 
 def _link_tree(paths: list[Path], dst: Path) -> None:
@@ -120,10 +162,10 @@ def incremental(base: Path, extra: Path, repeats: int, tmp: Path) -> dict:
 
 # --- orchestration ---------------------------------------------------------------------------
 
-# A small but real training job (227 px, several epochs), so the figure says what Prefect and
-# DVC cost on a run that does work, not on one that only starts processes; the fixed part is
-# reported in seconds too.
-ORCH_OVERRIDES = {"train.batch_size": 32, "train.workers": 1, "train.optimizer": "adam",
+# A small but real training job (227 px), so the figure says what Prefect and DVC cost on a run
+# that trains, decodes and hashes real files; the overhead is reported in seconds (median of the
+# paired differences) and as the ratio it implies for a 10-minute training run.
+ORCH_OVERRIDES = {"train.batch_size": 32, "train.optimizer": "adam",
                   "train.learning_rate": 0.0001, "train.warmup_epochs": 0,
                   "evaluate.batch_size": 64,
                   # A short run may miss the default gate; with no champion written, DVC fails
@@ -132,11 +174,15 @@ ORCH_OVERRIDES = {"train.batch_size": 32, "train.workers": 1, "train.optimizer":
 # Beside the pipeline itself (read from dvc.yaml: flows.workspace.pipeline_files): the Prefect
 # flow's code and DVC's settings.
 COPY = ("flows", "tasks", ".dvcignore")
+# The `Throughput` line the train stage logs for every epoch (alexnet/distributed.py).
+EPOCH_LINE = re.compile(r"epoch (\d+): (\d+) images in ([0-9.]+) s, ([0-9.]+) images/s")
 
 
-def make_workspace(ws: Path, source: Path, epochs: int = 1) -> None:
+def make_workspace(ws: Path, source: Path, epochs: int = 1,
+                   overrides: dict | None = None) -> None:
     """A throwaway git + DVC project holding copies of the repo's pipeline files and a small
-    data set, with the small settings written into its params.yaml."""
+    data set, with `overrides` (default: the orchestration row's small settings) written into
+    its params.yaml."""
     from flows.workspace import pipeline_files, set_params
 
     ws.mkdir(parents=True)
@@ -148,7 +194,8 @@ def make_workspace(ws: Path, source: Path, epochs: int = 1) -> None:
             shutil.copy2(src, ws / name)
     shutil.copytree(source / "train", ws / "src" / "train")
     e = env()
-    set_params(ws, {**ORCH_OVERRIDES, "train.epochs": epochs, "ingest.source": "src"})
+    chosen = ORCH_OVERRIDES if overrides is None else overrides
+    set_params(ws, {**chosen, "train.epochs": epochs, "ingest.source": "src"})
     # DVCLive (in the train stage) needs a repository with at least one commit.
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit",
@@ -156,6 +203,69 @@ def make_workspace(ws: Path, source: Path, epochs: int = 1) -> None:
                 # The flow pushes its outputs at the end (tasks/record.py): a local remote.
                 ["dvc", "remote", "add", "-q", "-d", "local", str(ws.parent / "dvcstore")]):
         subprocess.run(cmd, cwd=ws, env=e, check=True, capture_output=True)
+
+
+def epoch_rates(log: str) -> dict[int, float]:
+    """{epoch: training images/s} from the train stage's log."""
+    return {int(m.group(1)): float(m.group(4)) for m in EPOCH_LINE.finditer(log)}
+
+
+def repro(ws: Path, target: str, log: Path) -> tuple[float, str]:
+    """`dvc repro TARGET` in ws (its output kept in `log`); returns (seconds, output)."""
+    t = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro", target], cwd=ws, env=env(), capture_output=True,
+                          text=True, timeout=3600)
+    dt = time.perf_counter() - t
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise RuntimeError(f"dvc repro {target} failed ({proc.returncode}): "
+                           + " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-6:]))
+    return dt, proc.stdout + proc.stderr
+
+
+def train_throughput(source: Path, tmp: Path, epochs: int) -> dict:
+    """Row 10 (our side): `dvc repro train` with the repo's default params except train.epochs,
+    227 px; images/s of each epoch from the stage's own log. Returns the train split's files
+    too, for the reference's model.fit on the same images."""
+    ws = Path(tempfile.mkdtemp(dir=tmp, prefix="e2e-")) / "ws"
+    make_workspace(ws, source, epochs, overrides={})
+    seconds, out = repro(ws, "train", ws.parent / "repro.log")
+    rates = epoch_rates(out)
+    assert sorted(rates) == list(range(1, epochs + 1)), out[-2000:]
+    meta = json.loads((ws / "models/candidate/model.json").read_text())
+    files = split_files(ws / "data", "train")
+    params = meta["params"]["train"]
+    return {"epoch_images_per_s": rates, "repro_s": seconds, "train_images": len(files),
+            "files": files, "resolved": meta["resolved"], "batch_size": params["batch_size"],
+            "steps_per_epoch": meta["steps_per_epoch"], "workspace": str(ws)}
+
+
+# Parity: the flow's settings for small data (flows.train_alexnet.DEMO_OVERRIDES), which train to
+# well above chance in a few epochs, so equal accuracy means something.
+PARITY_OVERRIDES = {"preprocess.image_size": 96, "train.batch_size": 16,
+                    "train.optimizer": "adam", "train.learning_rate": 0.0002,
+                    "train.deterministic": True}
+
+
+def precision_parity(source: Path, tmp: Path, epochs: int) -> dict:
+    """Row 6 (accuracy): `dvc repro evaluate` on the same images, same params and seed, with
+    train.mixed_precision float32 and bfloat16; test accuracy and training images/s of each."""
+    out: dict[str, dict] = {}
+    for precision in ("float32", "bfloat16"):
+        ws = Path(tempfile.mkdtemp(dir=tmp, prefix=f"parity-{precision}-")) / "ws"
+        make_workspace(ws, source, epochs, overrides={**PARITY_OVERRIDES,
+                                                       "train.mixed_precision": precision})
+        seconds, log = repro(ws, "evaluate", ws.parent / "repro.log")
+        rates = epoch_rates(log)
+        metrics = json.loads((ws / "reports/metrics.json").read_text())
+        meta = json.loads((ws / "models/candidate/model.json").read_text())
+        assert meta["resolved"]["mixed_precision"] == precision, meta["resolved"]
+        out[precision] = {"test_accuracy": metrics["accuracy"], "test_images": metrics["n_test"],
+                          "epoch_images_per_s": rates,
+                          "images_per_s": median([v for k, v in rates.items() if k > 1]),
+                          "repro_s": seconds}
+        shutil.rmtree(ws.parent, ignore_errors=True)
+    return out
 
 
 def stage_argvs(ws: Path) -> dict[str, list[str]]:
@@ -235,7 +345,11 @@ def orchestration(source: Path, repeats: int, tmp: Path, epochs: int,
             raise RuntimeError(f"no-op dvc repro failed: {out.stdout[-500:]} {out.stderr[-500:]}")
     ran = [ln for ln in out.stdout.splitlines() if ln.startswith("Running stage")]
     median_start = {k: median(v) for k, v in start.items()}
+    # Each repeat is one flow run and one plain run side by side: their difference is what
+    # orchestration added to that pair.
+    overhead = [f - p for f, p in zip(runs["flow_s"], runs["plain_s"])]
     return {"runs": runs, "median": {k: median(v) for k, v in runs.items()},
+            "overhead_s": overhead, "overhead_median_s": median(overhead),
             "noop_dvc_repro_s": noop, "noop_median_s": median(noop), "noop_stages_run": ran,
             "noop_flow_runs": start, "temporary_server_s": median_start["temporary_s"]
             - median_start["server_s"], "temporary_server_first_s": cold - median_start["server_s"],

@@ -244,7 +244,11 @@ def train(cache: str, batch: int, steps: int, repeats: int) -> dict:
                       "synthetic": lambda: _fit_rate(model, synth, steps, batch),
                       "matmul_gflops": _matmul_gflops}, repeats)
     med = {k: median(v) for k, v in runs.items()}
-    return {"runs": runs, "median": med, "batch": batch, "image_size": size, "steps": steps}
+    # Block i of each side ran back to back: their ratio, repeat by repeat, is the spread.
+    ratios = [p / q for p, q in zip(runs["pipeline"], runs["synthetic"])]
+    block_s = [steps * batch / r for r in runs["pipeline"] + runs["synthetic"]]
+    return {"runs": runs, "median": med, "batch": batch, "image_size": size, "steps": steps,
+            "ratios": ratios, "block_seconds": block_s}
 
 
 def precision(policy: str, batch: int, size: int, steps: int, repeats: int) -> dict:
@@ -254,6 +258,49 @@ def precision(policy: str, batch: int, size: int, steps: int, repeats: int) -> d
     model.fit(synth, steps_per_epoch=2, epochs=1, verbose=0)
     runs = [_fit_rate(model, synth, steps, batch) for _ in range(repeats)]
     return {"policy": policy, "runs": runs, "median": median(runs)}
+
+
+class EpochTimer:
+    """Keras callback: each epoch's training images/s, timed as alexnet.distributed.Throughput
+    times ours (epoch start to its last training step; no validation)."""
+
+    def __new__(cls, batch: int):
+        import tensorflow as tf
+
+        class _E(tf.keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.rates = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start, self.steps = time.perf_counter(), 0
+
+            def on_train_batch_end(self, b, logs=None):
+                self.last, self.steps = time.perf_counter(), self.steps + 1
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.rates.append(self.steps * batch / (self.last - self.start))
+
+        return _E()
+
+
+def reference_fit(images: list[str], epochs: int, batch: int) -> dict:
+    """Row 10 (reference side): the notebook's load + `model.fit` on ImageDataGenerator.flow,
+    float32, SGD 0.1, `epochs` epochs; images/s of each epoch (training steps only)."""
+    import tensorflow as tf
+
+    from benchmarks import reference
+
+    t = time.perf_counter()
+    x, y = reference.load_images([Path(p) for p in images])
+    load_s = time.perf_counter() - t
+    tf.keras.utils.set_random_seed(0)
+    model = reference.alexnet(2, x.shape[1])
+    assert model.count_params() == reference.PARAMS_2_CLASSES
+    timer = EpochTimer(batch)
+    model.fit(reference.augmented_batches(x, y, batch), steps_per_epoch=len(x) // batch,
+              epochs=epochs, verbose=0, callbacks=[timer])
+    return {"epoch_images_per_s": {i + 1: r for i, r in enumerate(timer.rates)},
+            "load_s": load_s, "images": len(x), "skipped": len(images) - len(x)}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ push to, fails at once with the command that fixes it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import asdict, dataclass
@@ -174,9 +175,22 @@ def locked_md5s(workspace: Path) -> dict[str, str]:
     return out
 
 
+def resolved_settings(workspace: Path) -> dict[str, Any]:
+    """What `auto` params became in the run's training (model.json's `resolved`), if any."""
+    try:
+        meta = json.loads((workspace / "models/candidate/model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    resolved = meta.get("resolved") if isinstance(meta, dict) else None
+    return resolved if isinstance(resolved, dict) else {}
+
+
 def record_markdown(flow_run: dict[str, str], experiment: Experiment, pushed: PushResult,
-                    md5s: dict[str, str]) -> str:
+                    md5s: dict[str, str], resolved: dict[str, Any] | None = None) -> str:
     rows = "\n".join(f"| {k} | `{v}` |" for k, v in md5s.items())
+    if resolved:
+        rows += "\n| training ran with | " + ", ".join(
+            f"train.{k} `{v}`" for k, v in sorted(resolved.items())) + " |"
     pushed_to = (f"data to DVC remote `{pushed.dvc_remote}`, experiment ref to git remote "
                  f"`{pushed.exp_pushed_to}`" if pushed.exp_pushed_to else pushed.note)
     return f"""# Run record: {flow_run['name']}
@@ -206,6 +220,8 @@ def publish_run_record(workspace: Path, flow_run: dict[str, str], experiment: Ex
                        pushed: PushResult) -> dict[str, Any]:
     """The `run-record` markdown artifact; returns what it shows."""
     md5s = locked_md5s(workspace)
-    create_markdown_artifact(key="run-record", markdown=record_markdown(flow_run, experiment,
-                             pushed, md5s), description=f"DVC experiment {experiment.name}")
-    return {**flow_run, **asdict(experiment), **asdict(pushed), "md5": md5s}
+    resolved = resolved_settings(workspace)
+    create_markdown_artifact(key="run-record", markdown=record_markdown(
+        flow_run, experiment, pushed, md5s, resolved),
+        description=f"DVC experiment {experiment.name}")
+    return {**flow_run, **asdict(experiment), **asdict(pushed), "md5": md5s, "resolved": resolved}

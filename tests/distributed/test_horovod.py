@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import pytest
 import tensorflow as tf
+import yaml
 
 from alexnet.errors import EXIT_DATA, EXIT_TRANSIENT
 from flows.workspace import set_params
@@ -68,7 +69,9 @@ def test_two_workers_end_with_identical_weights(cached, tmp_path):
 
 # Deterministic, no dropout, no augmentation: what is left to differ between world sizes is the
 # order of float additions (threads, allreduce), far below one step's change of the weights.
+# float32 pinned: `auto` is bfloat16 on a CPU with AVX512_BF16, whose rounding is far coarser.
 SAME_COMPUTATION = {"train.epochs": 2, "train.deterministic": True, "train.dropout": 0.0,
+                    "train.mixed_precision": "float32",
                     "train.optimizer": "sgd", "train.learning_rate": 0.01, "train.momentum": 0.9,
                     "train.warmup_epochs": 1, "train.augment.rotation": 0.0,
                     "train.augment.width_shift": 0.0, "train.augment.height_shift": 0.0,
@@ -99,12 +102,19 @@ def fresh_init_weights(ws):
     return {f"arr_{i}": w for i, w in enumerate(model.get_weights())}
 
 
-def test_mixed_precision_trains_with_two_workers(cached, tmp_path):
-    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.mixed_precision": True})
+def test_mixed_precision_auto_trains_with_two_workers_and_is_recorded(cached, tmp_path):
+    from alexnet.hardware import host_cpu_flags, resolve_precision
+
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 2})
+    assert yaml.safe_load((ws / "params.yaml").read_text())["train"]["mixed_precision"] == "auto"
     run(["alexnet", "train"], ws, timeout=600)
+    expected = resolve_precision("auto", host_cpu_flags(), [])  # no GPU here
+    meta = json.loads((ws / "models/candidate/model.json").read_text())
+    assert meta["resolved"] == {"workers": 2, "mixed_precision": expected}
+    assert meta["params"]["train"]["mixed_precision"] == "auto"
     model = tf.keras.models.load_model(ws / "models/candidate/model.keras", compile=False,
                                        safe_mode=True)
-    assert model.get_layer("conv1").compute_dtype == "bfloat16"  # no GPU here: bfloat16
+    assert model.get_layer("conv1").compute_dtype == expected
     assert model.get_layer("predictions").compute_dtype == "float32"  # softmax stays float32
     assert model.output.dtype == tf.float32
 

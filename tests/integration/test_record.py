@@ -5,6 +5,7 @@ Prefect engine (test harness), real dvc, real horovodrun."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from alexnet.hardware import host_cpu_flags, resolve_precision
 from flows.train_alexnet import train_alexnet
 from tests.conftest import make_workspace, run
 
@@ -56,7 +58,8 @@ def recorded(tmp_path_factory, prefect_api):
                           lock=(ws / "dvc.lock").read_text(),
                           status_cloud=run(["dvc", "status", "--cloud"], ws).stdout,
                           pushed_refs=run(["git", "ls-remote", "origin"], ws).stdout,
-                          first_record=latest_artifact())
+                          first_record=latest_artifact(),
+                          first_model=json.loads((ws / "models/candidate/model.json").read_text()))
 
     # The switch off (the default): the second run, with a different param, is recorded here and
     # nothing leaves the workspace, though origin and the DVC remote are still configured.
@@ -93,6 +96,12 @@ def test_recorded_run_is_reproduced_by_name(recorded, own_copy):
     assert record.key == "run-record" and name in record.data
     assert recorded.first["experiment_commit"] in record.data
     assert "DVC remote `store`" in record.data and "git remote `origin`" in record.data
+    # What `auto` resolved to (train.mixed_precision is auto in the repo's params.yaml).
+    precision = recorded.first_model["resolved"]
+    assert precision == {"workers": 1, "mixed_precision":
+                         resolve_precision("auto", host_cpu_flags(), [])}
+    assert f"train.mixed_precision `{precision['mixed_precision']}`" in record.data
+    assert "train.workers `1`" in record.data
 
     # The second run, with the switch off: recorded here, nothing left the workspace.
     second = recorded.second["experiment"]

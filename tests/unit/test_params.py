@@ -30,10 +30,23 @@ def test_repo_params_are_the_reference_defaults():
     ({"split": {"val_fraction": 0.5, "test_fraction": 0.5}}, "sum to less than 1"),
     ({"train": {"workers": 4, "batch_size": 2}}, "global batch"),
     ({"train": {"workers": 3, "batch_size": 128}}, "must be a multiple of train.workers"),
+    ({"train": {"workers": "many"}}, "train.workers: expected an integer or 'auto'"),
+    ({"train": {"workers": 0}}, "train.workers must be at least 1"),
+    ({"train": {"workers": 1.5}}, "train.workers: expected an integer or 'auto'"),
+    ({"train": {"mixed_precision": "fp8"}}, "train.mixed_precision: expected"),
+    ({"train": {"mixed_precision": 1}}, "train.mixed_precision: expected"),
 ])
 def test_bad_params_are_rejected(data, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_params(data)
+
+
+def test_auto_defaults_and_explicit_values_are_accepted():
+    p = load_params(REPO / "params.yaml").train
+    assert (p.workers, p.mixed_precision) == ("auto", "auto")
+    for value in (True, False, "auto", "float32", "bfloat16", "float16"):
+        assert parse_params({"train": {"mixed_precision": value}}).train.mixed_precision == value
+    assert parse_params({"train": {"workers": 2}}).train.workers == 2
 
 
 def test_numbers_are_coerced_where_safe():
