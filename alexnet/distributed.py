@@ -64,9 +64,17 @@ STATE_FILE = "state.json"
 BEST_WEIGHTS = "best.weights.h5"  # in each epoch-NNNN folder: the best weights up to that epoch
 
 
+def checkpoint_params(p: TrainParams, size: int, precision: str) -> TrainParams:
+    """The params a checkpoint is valid for: `p` with what `auto` resolved to on this run (the
+    world size and the precision), so that a checkpoint written in bfloat16 by `auto` on one
+    host is not resumed in float32 by `auto` on another."""
+    return dataclasses.replace(p, workers=size, mixed_precision=precision)
+
+
 def fingerprint(p: TrainParams, cache_dir: Path) -> str:
-    """What a checkpoint is valid for: the train params, the cached data (whose index holds the
-    preprocess settings) and the training code (alexnet.fingerprint: this module's closure)."""
+    """What a checkpoint is valid for: the train params (resolved: checkpoint_params), the cached
+    data (whose index holds the preprocess settings) and the training code
+    (alexnet.fingerprint: this module's closure)."""
     return code_fingerprint("alexnet.distributed", p, {
         "index": (cache_dir / INDEX).read_text(),
         "train_sha": _sha_list(cache_dir, "train"), "val_sha": _sha_list(cache_dir, "val")})
@@ -415,7 +423,8 @@ def train(p: TrainParams, cache_dir: Path, model_dir: Path, checkpoint_dir: Path
     # Horovod: rank 0 alone touches the checkpoint directory and decides where to start; the
     # other ranks receive its state (start epoch, early-stopping counters), so hosts without a
     # shared filesystem agree (Horovod's keras_imagenet_resnet50 broadcasts resume_from_epoch).
-    state = resume_state(p, cache_dir, checkpoint_dir, live_dir) if rank == 0 else None
+    state = (resume_state(checkpoint_params(p, size, precision), cache_dir, checkpoint_dir,
+                          live_dir) if rank == 0 else None)
     state = hvd_tf.broadcast_object(state, root_rank=0, name="resume_state")
     index = read_index(cache_dir)
     classes, image_size = index["classes"], index["image_size"]

@@ -75,3 +75,26 @@ def test_warmup_ramps_linearly_then_holds():
     again = tf.keras.optimizers.schedules.deserialize(
         tf.keras.optimizers.schedules.serialize(schedule))
     assert float(again(1)) == pytest.approx(0.05)
+
+
+def test_a_checkpoint_is_valid_for_what_auto_resolved_to(tmp_path):
+    """`auto` resolves per host: a checkpoint trained in bfloat16 (or by 2 workers) must not be
+    resumed by a run whose `auto` resolves to float32 (or 1 worker), and is resumed by the same
+    settings given explicitly."""
+    from alexnet.cache import INDEX
+    from alexnet.distributed import checkpoint_params, fingerprint
+    from alexnet.params import TrainParams
+
+    (tmp_path / INDEX).write_text(json.dumps({"classes": ["a", "b"], "image_size": 67}))
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        np.save(tmp_path / split / "sha256.npy", np.array(["0" * 64, "1" * 64]))
+    auto = TrainParams(workers="auto", mixed_precision="auto")
+
+    def fp(p, size, precision):
+        return fingerprint(checkpoint_params(p, size, precision), tmp_path)
+
+    assert fp(auto, 1, "bfloat16") != fp(auto, 1, "float32")
+    assert fp(auto, 1, "bfloat16") != fp(auto, 2, "bfloat16")
+    assert fp(auto, 1, "bfloat16") == fp(TrainParams(workers=1, mixed_precision="bfloat16"), 1,
+                                          "bfloat16")
