@@ -247,9 +247,9 @@ ROWS: dict[int, tuple[str, str]] = {
                          "batch 32, 1 worker; then a no-op `dvc repro` (median of 3), and a no-op "
                          "flow with a temporary server (no PREFECT_API_URL, as `make run`) vs the "
                          "running one (median of 3; first run in a new PREFECT_HOME apart)"),
-    9: ("incremental", "ingest->validate->split->preprocess rerun after adding 5% new images to "
-                       "an already processed source vs the same four stages from scratch on the "
-                       "final set; alternated"),
+    9: ("incremental", "`dvc repro preprocess` (ingest, validate, split, preprocess) after adding "
+                       "5% new images to an already processed source vs a cold `dvc repro "
+                       "preprocess` on the final set, fresh git+DVC workspace each; alternated"),
 }
 TARGETS = {1: ">= 3x and >= 300 img/s", 2: ">= 5x reference", 3: "<= 0.25", 4: ">= 0.95",
            5: ">= 0.5 (report)", 6: "> 1 (report)", 7: "report", 8: "<= 1.10", 9: "<= 0.15"}
