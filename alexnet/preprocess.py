@@ -125,8 +125,12 @@ def _shard_number(name: str) -> int:
 
 
 def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: PreprocessParams,
-               workers: int | None = None) -> dict:
-    """Build the cache for every split; returns the index written to out_dir/index.json."""
+               workers: int | None = None, summary_path: Path | None = None) -> dict:
+    """Build the cache for every split; returns the index written to out_dir/index.json.
+
+    `summary_path` gets how many images were decoded, copied from the previous cache and kept
+    in its shards, and each split's count.
+    """
     rows = read_csv(splits_path)
     if not rows:
         raise DataError(f"{splits_path}: no images to preprocess")
@@ -199,6 +203,9 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
         known.clear()  # release the previous cache's memory maps before it is replaced
         previous.splits.clear()
     keep(out_dir)  # the next run's previous cache, whatever DVC does to out_dir (see io.keep)
+    if summary_path is not None:
+        write_json(summary_path, {**counts, "images": {s: v["count"]
+                                                       for s, v in index["splits"].items()}})
     _logger.info("preprocess: %d image(s) decoded, %d copied from the previous cache, %d kept "
                  "in its shards", counts["decoded"], counts["copied"], counts["kept"])
     return index
