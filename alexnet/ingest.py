@@ -385,8 +385,8 @@ def link_unchanged(src: Path, old: Path, dst: Path,
 
     Unchanged means the size and modification time the manifest recorded for it (the test rsync
     and make use); then the recorded sha256 is reused and the file is neither read nor copied
-    again. The manifest, not the copy's own mtime: with DVC's linked cache, `dvc repro` replaces
-    the old copies by plain copies (DVC's unprotect of persist outputs), which have new mtimes.
+    again. The manifest, not the copy's own mtime: a copy DVC restored (`dvc checkout`) or
+    replaced (its unprotect) has a new mtime.
     Returns (size, sha256), or None when it must be copied.
     """
     if known is None:
