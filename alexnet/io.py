@@ -205,10 +205,14 @@ def kept_dir(path: str | Path) -> Path:
 
 def previous_output(path: str | Path) -> Path:
     """Where the previous run's output directory `path` can be read: `path` itself when it is
-    there, else its kept twin. `dvc repro` deletes a stage's outputs before running it (they are
-    in DVC's cache); only the twin, which DVC does not track, survives that."""
+    there, else its kept twin if this pipeline wrote it (OUTPUT_MARKER; else `path`, absent).
+    `dvc repro` deletes a stage's outputs before running it (they are in DVC's cache); only the
+    twin, which DVC does not track, survives that."""
     path = Path(path)
-    return path if path.is_dir() else kept_dir(path)
+    kept = kept_dir(path)
+    if path.is_dir() or kept.is_symlink() or not (kept / OUTPUT_MARKER).is_file():
+        return path
+    return kept
 
 
 def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path:
