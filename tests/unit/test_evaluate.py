@@ -255,7 +255,7 @@ def test_evaluate_without_dvclive_skips_only_the_curves(tmp_path):
         "confident_errors.png", "confusion_matrix.png"]
 
 
-def _evaluate_peak_bytes(root: Path, n: int, size: int, batch: int) -> int:
+def _evaluate_peak_bytes(root: Path, model_dir: Path, n: int, size: int, batch: int) -> int:
     """Peak Python-traced memory (numpy buffers included) of evaluate() on an n-image test split."""
     import tracemalloc
 
@@ -263,7 +263,6 @@ def _evaluate_peak_bytes(root: Path, n: int, size: int, batch: int) -> int:
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     cache = make_cache(root, images, rng.integers(0, 2, n), shard_size=64)
     del images
-    model_dir = make_model_dir(root, size=size)
     reports = root / "reports"
     tracemalloc.start()
     try:
@@ -279,7 +278,8 @@ def test_evaluate_memory_is_bounded_by_the_batch_not_the_test_split(tmp_path):
     the images must not cost (anywhere near) four times the pixels. Loading the split at once,
     as the reference did, adds at least the 3n extra images' uint8 pixels to the peak."""
     size, batch, n = 131, 32, 150
-    small = _evaluate_peak_bytes(tmp_path / "small", n, size, batch)
-    large = _evaluate_peak_bytes(tmp_path / "large", 4 * n, size, batch)
+    model_dir = make_model_dir(tmp_path, size=size)
+    small = _evaluate_peak_bytes(tmp_path / "small", model_dir, n, size, batch)
+    large = _evaluate_peak_bytes(tmp_path / "large", model_dir, 4 * n, size, batch)
     extra_pixels = 3 * n * size * size * 3  # 23 MB
     assert large - small < 0.25 * extra_pixels, (small, large)
