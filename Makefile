@@ -5,6 +5,7 @@
 #   make run            the train-alexnet Prefect flow (built-in sample data if none configured)
 #   make test           the whole test suite (what .ci/run calls)
 #   make bench          the benchmarks (benchmarks/RESULTS.md)
+#   make bench-scale    25,000 images through `dvc repro` (benchmarks/SCALE.md; tens of minutes)
 #   make serve          serve the train-alexnet deployment (needs `prefect server start`)
 #   make TF=gpu ...     use tensorflow[and-cuda] instead of tensorflow-cpu
 
@@ -23,7 +24,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 1
 
-.PHONY: setup run test bench serve lock clean postgres sshd
+.PHONY: setup run test bench bench-scale serve lock clean postgres sshd
 
 setup: $(STAMP)
 
@@ -98,6 +99,9 @@ sshd:
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+bench-scale: setup
+	$(PY) -m benchmarks.scale
 
 serve: setup
 	$(PY) -m flows.deploy

@@ -61,7 +61,8 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_preprocess(a: argparse.Namespace) -> None:
     from alexnet.preprocess import preprocess
 
-    preprocess(a.raw, a.splits, a.out, load_params(a.params).preprocess, workers=a.workers)
+    preprocess(a.raw, a.splits, a.out, load_params(a.params).preprocess, workers=a.workers,
+               summary_path=a.summary)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("preprocess", cmd_preprocess, "resize once into the uint8 memmap cache",
               inputs={"raw": "data/raw", "splits": "data/splits.csv"},
-              outputs={"out": "data/cache"})
+              outputs={"out": "data/cache", "summary": "reports/preprocess.json"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
     stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)",

@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
-from alexnet.io import (atomic_dir, atomic_path, check_output_dir, link_or_copy, read_csv,
-                        write_csv, write_json)
+from alexnet.io import (atomic_dir, atomic_path, check_output_dir, keep, link_or_copy,
+                        previous_output, read_csv, write_csv, write_json)
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ TRAIN_DIRS = frozenset({"train", "training", "training_set", "train_set", "train
                         "val", "valid", "validation", "validation_set", "val_set"})
 TEST_DIRS = frozenset({"test", "testing", "test_set", "testset"})
 CHUNK = 1 << 20
+# The manifest's copy in raw_dir's kept twin (alexnet.io.keep): a hidden name, which no ingested
+# file can have (is_system_file).
+KEPT_MANIFEST = ".manifest.csv"
 
 # Ignore reasons (keys of summary["ignored"]).
 IGNORED_SYSTEM = "system file"
@@ -382,8 +385,8 @@ def link_unchanged(src: Path, old: Path, dst: Path,
 
     Unchanged means the size and modification time the manifest recorded for it (the test rsync
     and make use); then the recorded sha256 is reused and the file is neither read nor copied
-    again. The manifest, not the copy's own mtime: with DVC's linked cache, `dvc repro` replaces
-    the old copies by plain copies (DVC's unprotect of persist outputs), which have new mtimes.
+    again. The manifest, not the copy's own mtime: a copy DVC restored (`dvc checkout`) or
+    replaced (its unprotect) has a new mtime.
     Returns (size, sha256), or None when it must be copied.
     """
     if known is None:
@@ -456,7 +459,10 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     _check_paths(source, raw_dir)
     layout = detect_layout(source, params.layout)
 
-    previous = previous_copies(raw_dir, manifest_path, params)
+    # The previous copies: raw_dir, or after `dvc repro` removed it, its kept twin (io.keep).
+    old_dir = previous_output(raw_dir)
+    previous = previous_copies(old_dir, manifest_path if old_dir == raw_dir
+                               else old_dir / KEPT_MANIFEST, params)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
     classes_checked: set[str] = set()
@@ -512,7 +518,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 # Taken before reading (lstat above): a change during the copy is seen by the
                 # next run.
                 mtime_ns = st.st_mtime_ns
-                copied = link_unchanged(source / rel, raw_dir / rel, tmp / rel,
+                copied = link_unchanged(source / rel, old_dir / rel, tmp / rel,
                                         previous.get(rel.as_posix()))
                 linked += copied is not None
                 copied = copied or copy_if_image(source / rel, tmp / rel, by_extension,
@@ -538,6 +544,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
         rows.sort(key=lambda r: r["path"])
         write_csv(manifest_tmp, MANIFEST_COLUMNS, rows)
 
+    keep(raw_dir, {KEPT_MANIFEST: manifest_path})  # for the next run's links (see io.keep)
     summary = summarise(layout, rows, seen, ignored, empty_class_folders(source, layout, rows))
     write_json(summary_path, summary)
     _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "

@@ -196,6 +196,47 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def kept_dir(path: str | Path) -> Path:
+    """The hidden sibling `.NAME.kept` of the output directory `path`, where `keep` leaves the
+    last run's files as hard links (a sibling: on the same filesystem, so links are possible)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.kept")
+
+
+def previous_output(path: str | Path) -> Path:
+    """Where the previous run's output directory `path` can be read: `path` itself when it is
+    there, else its kept twin if this pipeline wrote it (OUTPUT_MARKER; else `path`, absent).
+    `dvc repro` deletes a stage's outputs before running it (they are in DVC's cache); only the
+    twin, which DVC does not track, survives that."""
+    path = Path(path)
+    kept = kept_dir(path)
+    if path.is_dir() or kept.is_symlink() or not (kept / OUTPUT_MARKER).is_file():
+        return path
+    return kept
+
+
+def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path:
+    """Replace kept_dir(`path`) by hard links to every file of the output directory `path`, plus
+    `extra` files under the given names; returns the kept directory.
+
+    So the next run can reuse what this one wrote without DVC's `persist` (which makes DVC copy
+    every linked file of the output before each run, `unprotect`). Hard links cost no disk: the
+    files are the output's, and once DVC commits it, its cache objects. They are only ever read
+    and replaced as a whole, never written into (they are DVC's read-only cache objects too).
+    """
+    path = Path(path)
+    with atomic_dir(kept_dir(path)) as tmp:
+        for dirpath, _dirnames, filenames in os.walk(path):
+            for name in filenames:
+                src = Path(dirpath, name)
+                rel = src.relative_to(path)
+                if rel.as_posix() != OUTPUT_MARKER:  # atomic_dir wrote the twin's own
+                    link_or_copy(src, tmp / rel)
+        for name, src in (extra or {}).items():
+            link_or_copy(src, tmp / name)
+    return kept_dir(path)
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -6,14 +6,15 @@ Decodes on one thread per core (Pillow releases the GIL while it decodes and res
 parallel.py). Memory stays bounded: each shard is written through a memory-mapped .npy file,
 never assembled in RAM.
 
-Incremental (dvc.yaml keeps data/cache across runs for this, `persist: true`): when the previous
-cache's pixels were produced the same way (same image size and resize policy, same code: its
-index holds their alexnet.fingerprint) and with the same shard size, a rerun keeps each split's
-previous shards as they are (hard links into the new cache, nothing rewritten) and writes only the
-images it did not hold into new shards; an image found elsewhere in the previous cache (another
-split) is copied rather than decoded. When the shards it would keep hold more rows of images that
-are gone than MAX_GARBAGE times the split's size, the split is rewritten compactly instead. Either way the cache reads the same
-through `SplitArrays.take`, so training does not depend on the cache's history.
+Incremental (the last cache stays as hard links in out_dir's kept twin, io.keep, whatever DVC
+does to out_dir): when the previous cache's pixels were produced the same way (same image size
+and resize policy, same code: its index holds their alexnet.fingerprint) and with the same shard
+size, a rerun keeps each split's previous shards as they are (hard links into the new cache,
+nothing rewritten) and writes only the images it did not hold into new shards; an image found
+elsewhere in the previous cache (another split) is copied rather than decoded. When the shards it
+would keep hold more rows of images that are gone than MAX_GARBAGE times the split's size, the
+split is rewritten compactly instead. Either way the cache reads the same through
+`SplitArrays.take`, so training does not depend on the cache's history.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from alexnet.cache import INDEX, SPLITS, SplitArrays, open_split, read_index
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint
 from alexnet.images import load_rgb, resize
-from alexnet.io import atomic_dir, link_or_copy, read_csv, write_json
+from alexnet.io import atomic_dir, keep, link_or_copy, previous_output, read_csv, write_json
 from alexnet.parallel import mapper
 from alexnet.params import PreprocessParams
 
@@ -124,8 +125,12 @@ def _shard_number(name: str) -> int:
 
 
 def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: PreprocessParams,
-               workers: int | None = None) -> dict:
-    """Build the cache for every split; returns the index written to out_dir/index.json."""
+               workers: int | None = None, summary_path: Path | None = None) -> dict:
+    """Build the cache for every split; returns the index written to out_dir/index.json.
+
+    `summary_path` gets how many images were decoded, copied from the previous cache and kept
+    in its shards, and each split's count.
+    """
     rows = read_csv(splits_path)
     if not rows:
         raise DataError(f"{splits_path}: no images to preprocess")
@@ -136,7 +141,9 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
     index = {"classes": classes, "image_size": size, "resize": params.resize,
              "shard_size": params.shard_size, "fingerprint": pixels_fingerprint(params),
              "splits": {}}
-    previous = previous_cache(out_dir, params)
+    # The previous cache: out_dir, or after `dvc repro` removed it, its kept twin (io.keep).
+    old_dir = previous_output(out_dir)
+    previous = previous_cache(old_dir, params)
     known = previous.pixels()
     plans = {}
     for split in SPLITS:
@@ -153,7 +160,7 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
             (tmp / split).mkdir()
             names, location = plan or ([], np.full((len(part), 2), -1, dtype=np.int64))
             for name in names:
-                link_or_copy(out_dir / name, tmp / name)
+                link_or_copy(old_dir / name, tmp / name)
             counts["kept"] += int((location[:, 0] >= 0).sum())
             todo = np.flatnonzero(location[:, 0] < 0)
             number = 1 + max((_shard_number(n) for n in names), default=-1)
@@ -195,6 +202,10 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
         write_json(tmp / INDEX, index)
         known.clear()  # release the previous cache's memory maps before it is replaced
         previous.splits.clear()
+    keep(out_dir)  # the next run's previous cache, whatever DVC does to out_dir (see io.keep)
+    if summary_path is not None:
+        write_json(summary_path, {**counts, "images": {s: v["count"]
+                                                       for s, v in index["splits"].items()}})
     _logger.info("preprocess: %d image(s) decoded, %d copied from the previous cache, %d kept "
                  "in its shards", counts["decoded"], counts["copied"], counts["kept"])
     return index

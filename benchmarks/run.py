@@ -322,9 +322,9 @@ ROWS: dict[int, tuple[str, str]] = {
                          "10-minute training run; then a no-op `dvc repro` (median of 3), and a "
                          "no-op flow with a temporary server (no PREFECT_API_URL, as `make run`) "
                          "vs the running one (median of 3; first run in a new PREFECT_HOME apart)"),
-    9: ("incremental", "ingest->validate->split->preprocess rerun after adding 5% new images to "
-                       "an already processed source vs the same four stages from scratch on the "
-                       "final set; alternated"),
+    9: ("incremental", "`dvc repro preprocess` (ingest, validate, split, preprocess) after adding "
+                       "5% new images to an already processed source vs a cold `dvc repro "
+                       "preprocess` on the final set, fresh git+DVC workspace each; alternated"),
     10: ("training throughput", "end to end as a user runs it: `dvc repro train` in a fresh "
                                 "workspace with the repo's params.yaml (227 px, batch 128, SGD "
                                 "0.1, workers and precision `auto`) except train.epochs (3), on 900 "

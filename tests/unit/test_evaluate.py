@@ -253,3 +253,33 @@ def test_evaluate_without_dvclive_skips_only_the_curves(tmp_path):
              tmp_path / "p.csv", tmp_path / "fig")
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
         "confident_errors.png", "confusion_matrix.png"]
+
+
+def _evaluate_peak_bytes(root: Path, model_dir: Path, n: int, size: int, batch: int) -> int:
+    """Peak Python-traced memory (numpy buffers included) of evaluate() on an n-image test split."""
+    import tracemalloc
+
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    cache = make_cache(root, images, rng.integers(0, 2, n), shard_size=64)
+    del images
+    reports = root / "reports"
+    tracemalloc.start()
+    try:
+        evaluate(model_dir, cache, EvaluateParams(batch_size=batch), reports / "metrics.json",
+                 reports / "predictions.csv", reports / "figures", roc_path=reports / "roc.csv")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_evaluate_memory_is_bounded_by_the_batch_not_the_test_split(tmp_path):
+    """Evaluate streams the test split batch by batch from the memory-mapped cache: four times
+    the images must not cost (anywhere near) four times the pixels. Loading the split at once,
+    as the reference did, adds at least the 3n extra images' uint8 pixels to the peak."""
+    size, batch, n = 131, 32, 150
+    model_dir = make_model_dir(tmp_path, size=size)
+    small = _evaluate_peak_bytes(tmp_path / "small", model_dir, n, size, batch)
+    large = _evaluate_peak_bytes(tmp_path / "large", model_dir, 4 * n, size, batch)
+    extra_pixels = 3 * n * size * size * 3  # 23 MB
+    assert large - small < 0.25 * extra_pixels, (small, large)

@@ -61,3 +61,27 @@ def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp
     assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
     assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
     assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()
+
+
+def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):
+    """`dvc repro` deletes data/raw and the manifest before ingest runs (they are not `persist`
+    outs); the last run's files survive as hard links in data/.raw.kept, and are linked again."""
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    for i in range(3):
+        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
+        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    manifest = tmp_path / "data/manifest.csv"
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    inode = (raw / "cats/0.jpg").stat().st_ino
+    shutil.rmtree(raw)  # what `dvc repro` does to a stage's outs before running it
+    manifest.unlink()
+
+    image(src / "cats/new.jpg", (99, 99, 0))
+    ingest(src, *args)
+
+    assert (raw / "cats/0.jpg").stat().st_ino == inode  # linked from the twin, not copied
+    assert len(read_csv(manifest)) == 7
+    kept = tmp_path / "data/.raw.kept"
+    assert (kept / "cats/new.jpg").stat().st_ino == (raw / "cats/new.jpg").stat().st_ino
+    assert read_csv(kept / ".manifest.csv") == read_csv(manifest)

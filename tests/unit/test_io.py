@@ -1,5 +1,8 @@
 """Outputs are written atomically, and never over a directory the pipeline did not write."""
 
+import os
+import shutil
+
 import pytest
 
 from alexnet.errors import EXIT_CONFIG, OutputError
@@ -108,3 +111,31 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path, umask, file_mode, di
     assert modes == {"figure.png": file_mode, "log.txt": file_mode, "metrics.json": file_mode,
                      "rows.csv": file_mode, "candidate": dir_mode,
                      "candidate/model.json": file_mode}
+
+
+def test_keep_links_the_output_and_a_new_output_leaves_the_kept_files_unchanged(tmp_path):
+    """The kept twin is hard links (no disk), and replacing the output or the twin later
+    writes into none of the kept files (they may be DVC's read-only cache objects)."""
+    from alexnet.io import keep, kept_dir, previous_output
+
+    out = tmp_path / "data/cache"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").mkdir()
+        (tmp / "a/x.npy").write_bytes(b"old x")
+    kept = keep(out)
+    assert kept == kept_dir(out) == tmp_path / "data/.cache.kept"
+    assert (kept / "a/x.npy").stat().st_ino == (out / "a/x.npy").stat().st_ino
+    os.chmod(kept / "a/x.npy", 0o444)  # as DVC protects its cache objects
+    before = (kept / "a/x.npy").stat()
+
+    shutil.rmtree(out)  # `dvc repro` removes the out before the stage runs
+    assert previous_output(out) == kept
+    with atomic_dir(out) as tmp:
+        (tmp / "a").mkdir()
+        (tmp / "a/y.npy").write_bytes(b"new y")
+        os.link(kept / "a/x.npy", tmp / "a/x.npy")  # what preprocess does with a kept shard
+    keep(out)
+    after = (kept / "a/x.npy").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (kept / "a/x.npy").read_bytes() == b"old x" and (kept / "a/y.npy").is_file()
+    assert previous_output(out) == out

@@ -1,6 +1,7 @@
 """The cache is uint8, memory-mappable, sharded, and matches the splits."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -186,3 +187,21 @@ def test_a_shard_whose_images_are_all_gone_is_dropped(sample, tmp_path):
     preprocess(root / "raw", later, fresh, params, workers=1)
     a, b = _logical(cache, "train"), _logical(fresh, "train")
     assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_shards_are_kept_from_the_twin_after_dvc_removed_the_cache(sample, tmp_path):
+    """`dvc repro` deletes data/cache before preprocess runs (not a `persist` out); the last
+    cache survives as hard links in data/.cache.kept, and its shards are kept, not decoded."""
+    root, rows = sample
+    params = PreprocessParams(image_size=67, shard_size=4)
+    first = [r for i, r in enumerate(rows) if i % 6]
+    cache = tmp_path / "cache"
+    preprocess(root / "raw", _splits(root, first, tmp_path / "a.csv"), cache, params, workers=1)
+    old_shards = json.loads((cache / "index.json").read_text())["splits"]["train"]["shards"]
+    inodes = {name: (cache / name).stat().st_ino for name in old_shards}
+    shutil.rmtree(cache)  # what `dvc repro` does to a stage's outs before running it
+
+    preprocess(root / "raw", _splits(root, rows, tmp_path / "b.csv"), cache, params, workers=1)
+    assert {n: (cache / n).stat().st_ino for n in old_shards} == inodes  # kept, not rewritten
+    kept = {p.relative_to(tmp_path / ".cache.kept") for p in (tmp_path / ".cache.kept").rglob("*")}
+    assert kept == {p.relative_to(cache) for p in cache.rglob("*")}
