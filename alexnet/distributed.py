@@ -30,6 +30,7 @@ do this under Horovod: each rank would restore its own copy and write it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,7 +42,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -166,6 +167,37 @@ def check_caches(cache_dir: Path, rank: int) -> list[dict[str, Any]]:
                      "; ".join(_where([r for r in reports if (r["host"], r["machine"]) == h])
                                for h in hosts))
     return reports
+
+
+def agreed_precision(reports: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The precision every rank trains in: rank 0's (the one its checkpoint fingerprint and
+    model.json record), and None or a warning naming each host whose ranks resolved
+    train.mixed_precision otherwise (`auto` resolves per host: ranks in different precisions
+    would mix numerics, and float16 loss scaling on some ranks only can hang the allreduce)."""
+    by_rank = sorted(reports, key=lambda r: r["rank"])
+    chosen = by_rank[0]["precision"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in by_rank:
+        if r["precision"] != chosen:
+            groups.setdefault((r["host"], r["machine"], r["precision"]), []).append(r)
+    if not groups:
+        return chosen, None
+    others = "; ".join(f"{precision} on {_where(group)}"
+                       for (_host, _machine, precision), group in groups.items())
+    return chosen, (f"train.mixed_precision resolved to {chosen} on {_where(by_rank[:1])} but to "
+                    f"{others}: every rank trains in rank 0's {chosen}; set "
+                    "train.mixed_precision to a precision's name to choose another")
+
+
+@contextlib.contextmanager
+def float32_policy() -> Iterator[None]:
+    """Keras's global dtype policy float32 inside the block, the previous one restored after."""
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 @tf.keras.utils.register_keras_serializable(package="alexnet")
@@ -373,7 +405,8 @@ def gpu_capabilities(gpus: list) -> list[tuple[int, int]]:
 
 def configure_tensorflow(p: TrainParams) -> str:
     """Threads, GPU pinning, seeds and the precision policy; returns the precision used
-    (float32, bfloat16 or float16: what train.mixed_precision resolved to on this host)."""
+    (float32, bfloat16 or float16: what train.mixed_precision resolved to on rank 0's host,
+    which every rank uses)."""
     # Horovod: pin one GPU per process (local rank), when there are GPUs.
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -391,7 +424,15 @@ def configure_tensorflow(p: TrainParams) -> str:
     cv2.setNumThreads(1)
     # train.mixed_precision (auto: alexnet.hardware): bfloat16 only where the CPU computes it
     # natively, float16 only on GPUs with tensor cores; emulated, either trains slower.
-    precision = resolve_precision(p.mixed_precision, host_cpu_flags(), gpu_capabilities(gpus))
+    own = resolve_precision(p.mixed_precision, host_cpu_flags(), gpu_capabilities(gpus))
+    # Horovod: each host resolves `auto` from its own hardware; every rank trains in rank 0's.
+    # (After the threading settings above: the allgather starts TensorFlow's runtime.)
+    machine = socket.gethostname()
+    precision, warning = agreed_precision(allgather_json(
+        {"rank": hvd.rank(), "host": os.environ.get("HOROVOD_HOSTNAME") or machine,
+         "machine": machine, "precision": own}, name="precisions"))
+    if warning is not None and (hvd.rank() == 0 or own != precision):
+        _logger.warning("rank %d: %s", hvd.rank(), warning)
     tf.keras.mixed_precision.set_global_policy(precision_policy(precision))
     # Same initial weights everywhere (rank 0's are broadcast anyway).
     tf.keras.utils.set_random_seed(p.seed + hvd.rank())
@@ -506,7 +547,10 @@ def _save_model(p: TrainParams, index: dict, cache_dir: Path, model_dir: Path,
     training ended with) stands in when no epoch had a finite monitored value.
     """
     state = json.loads((checkpoint_dir / STATE_FILE).read_text())
-    best = build_alexnet(len(index["classes"]), index["image_size"], p.dropout)
+    # Built in float32 (the weights are float32 in any policy): the saved model must not carry
+    # the training host's mixed policy into evaluate/promote/predict, wherever it is loaded.
+    with float32_policy():
+        best = build_alexnet(len(index["classes"]), index["image_size"], p.dropout)
     folder = _epoch_folder(checkpoint_dir, state.get("checkpoint"))
     if folder is not None and (folder / BEST_WEIGHTS).is_file():
         best.load_weights(folder / BEST_WEIGHTS)

@@ -13,6 +13,7 @@ computes natively.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -30,7 +31,11 @@ _NVIDIA_DEVICE = re.compile(r"nvidia[0-9]+")
 
 
 def cpu_flags(cpuinfo: str) -> frozenset[str]:
-    """The CPU flags listed in /proc/cpuinfo's text (the union over its processors)."""
+    """The CPU flags listed in /proc/cpuinfo's text (the union over its processors).
+
+    x86 only: it reads the `flags` lines (aarch64 lists `Features`, and its bf16 is not
+    detected), so native bfloat16 is found on x86 (avx512_bf16, amx_bf16) and other CPUs
+    resolve `auto` to float32, which is always safe."""
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -83,21 +88,39 @@ def resolve_workers(workers: int | str, gpus: int, hosts: str = "localhost",
     return n
 
 
-def visible_gpu_count(environ: Mapping[str, str], devices: Iterable[str]) -> int:
-    """NVIDIA GPUs a worker would see: /dev/nvidiaN device files, narrowed by
-    CUDA_VISIBLE_DEVICES when it is set (empty or -1: none). Cheap: no TensorFlow import."""
+def visible_gpu_count(environ: Mapping[str, str], devices: Iterable[str],
+                      cuda: bool | None = None) -> int:
+    """NVIDIA GPUs a worker's TensorFlow would use: none when TensorFlow is built without CUDA
+    (`cuda` False: tensorflow-cpu, make's default), else the /dev/nvidiaN device files narrowed
+    by CUDA_VISIBLE_DEVICES as CUDA reads it (`cuda` None: cannot tell, the devices decide).
+
+    CUDA takes ids up to the first one that names no GPU of the host (an id past the last GPU,
+    -1, a repeated id, anything else), so "2,3" on 2 GPUs and "" and "-1" mean none. UUIDs
+    (GPU-..., MIG-...) cannot be checked without the driver: each counts as one GPU, at most as
+    many as are present. Cheap: no TensorFlow import.
+    """
+    if cuda is False:
+        return 0
     present = sum(1 for d in devices if _NVIDIA_DEVICE.fullmatch(d))
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return present
-    ids = [x.strip() for x in visible.split(",") if x.strip()]
-    # CUDA stops at the first invalid id; "-1" is the usual way to hide every GPU.
-    count = 0
-    for x in ids:
-        if x.startswith("-"):
+    seen: set[str] = set()
+    for x in (v.strip() for v in visible.split(",")):
+        valid = x.startswith(("GPU-", "MIG-")) or (x.isdigit() and int(x) < present)
+        key = str(int(x)) if x.isdigit() else x
+        if not valid or key in seen:
             break
-        count += 1
-    return min(count, present)
+        seen.add(key)
+    return min(len(seen), present)
+
+
+def cuda_build(build_info: str | None) -> bool | None:
+    """Whether TensorFlow was built with CUDA, from the text of its generated
+    tensorflow/python/platform/build_info.py (what tf.sysconfig.get_build_info() returns);
+    None when there is no such text or it does not say."""
+    m = re.search(r"""['"]is_cuda_build['"]\s*,\s*(True|False)\b""", build_info or "")
+    return None if m is None else m.group(1) == "True"
 
 
 def host_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -108,9 +131,26 @@ def host_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         return frozenset()
 
 
+def installed_cuda_build() -> bool | None:
+    """cuda_build of the TensorFlow this Python would import, read without importing it (the
+    launcher starts no TensorFlow). The build info is the file of the package on disk: the
+    installed distribution's name would not do (tensorflow and tensorflow-cpu write the same
+    package, so with both installed the last one's files win; on aarch64 `tensorflow` installs
+    the CPU-only tensorflow-cpu-aws)."""
+    spec = importlib.util.find_spec("tensorflow")  # a top-level name: finds, does not import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    info = Path(list(spec.submodule_search_locations)[0]) / "python/platform/build_info.py"
+    try:
+        return cuda_build(info.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
 def host_gpu_count() -> int:
+    """GPUs of this host the installed TensorFlow can use (visible_gpu_count)."""
     try:
         devices = os.listdir("/dev")
     except OSError:
         devices = []
-    return visible_gpu_count(os.environ, devices)
+    return visible_gpu_count(os.environ, devices, cuda=installed_cuda_build())

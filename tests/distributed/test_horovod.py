@@ -114,8 +114,9 @@ def test_mixed_precision_auto_trains_with_two_workers_and_is_recorded(cached, tm
     assert meta["params"]["train"]["mixed_precision"] == "auto"
     model = tf.keras.models.load_model(ws / "models/candidate/model.keras", compile=False,
                                        safe_mode=True)
-    assert model.get_layer("conv1").compute_dtype == expected
-    assert model.get_layer("predictions").compute_dtype == "float32"  # softmax stays float32
+    # Trained in `expected`, saved in float32: evaluate/promote/predict do not compute in the
+    # training host's precision (emulated bfloat16 on a CPU without it, float16 on a CPU).
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert model.output.dtype == tf.float32
 
 

@@ -98,3 +98,39 @@ def test_a_checkpoint_is_valid_for_what_auto_resolved_to(tmp_path):
     assert fp(auto, 1, "bfloat16") != fp(auto, 2, "bfloat16")
     assert fp(auto, 1, "bfloat16") == fp(TrainParams(workers=1, mixed_precision="bfloat16"), 1,
                                           "bfloat16")
+
+
+def _report(rank, host, precision):
+    return {"rank": rank, "host": host, "machine": host, "precision": precision}
+
+
+def test_every_rank_trains_in_rank_0s_precision():
+    """`auto` resolves per host; the ranks must not train in different precisions (fp16 loss
+    scaling on some ranks only), and rank 0's is the one the checkpoint and model.json record."""
+    from alexnet.distributed import agreed_precision
+
+    same = [_report(0, "a", "bfloat16"), _report(1, "a", "bfloat16")]
+    assert agreed_precision(same) == ("bfloat16", None)
+    mixed = [_report(2, "gpu2", "float16"), _report(0, "cpu1", "bfloat16"),
+             _report(1, "cpu1", "bfloat16"), _report(3, "gpu2", "float16")]
+    precision, warning = agreed_precision(mixed)
+    assert precision == "bfloat16"
+    assert "host gpu2 (ranks 2, 3)" in warning and "float16" in warning
+    assert "host cpu1 (rank 0)" in warning
+    assert agreed_precision(list(reversed(mixed)))[0] == "bfloat16"  # rank 0's, in any order
+
+
+def test_the_saved_model_is_float32_whatever_the_training_policy():
+    """The final model is built under float32: loaded for evaluate/promote/predict, it must not
+    compute in the training host's precision (emulated bf16 elsewhere, fp16 on a CPU)."""
+    from alexnet.distributed import float32_policy
+    from alexnet.model import build_alexnet
+
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with float32_policy():
+            model = build_alexnet(2, 67, 0.5)
+        assert tf.keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # restored
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}

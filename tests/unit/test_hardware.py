@@ -2,8 +2,8 @@
 
 import pytest
 
-from alexnet.hardware import (cpu_flags, precision_policy, resolve_precision, resolve_workers,
-                              visible_gpu_count)
+from alexnet.hardware import (cpu_flags, cuda_build, precision_policy, resolve_precision,
+                              resolve_workers, visible_gpu_count)
 from alexnet.params import ParamsError
 
 CPUINFO = """processor\t: 0
@@ -61,9 +61,57 @@ def test_worker_resolution(workers, gpus, hosts, expected):
     ({"CUDA_VISIBLE_DEVICES": ""}, ["nvidia0"], 0),
     ({"CUDA_VISIBLE_DEVICES": "-1"}, ["nvidia0"], 0),
     ({"CUDA_VISIBLE_DEVICES": "0,1,2"}, ["nvidia0", "nvidia1", "nvidia2"], 3),
+    # CUDA stops at the first id that is no GPU of the host: "2,3" on 2 GPUs is none at all.
+    ({"CUDA_VISIBLE_DEVICES": "2,3"}, ["nvidia0", "nvidia1"], 0),
+    ({"CUDA_VISIBLE_DEVICES": "1,2,0"}, ["nvidia0", "nvidia1"], 1),
+    ({"CUDA_VISIBLE_DEVICES": "0,-1,1"}, ["nvidia0", "nvidia1"], 1),
+    ({"CUDA_VISIBLE_DEVICES": "0,x"}, ["nvidia0", "nvidia1"], 1),
+    ({"CUDA_VISIBLE_DEVICES": "0,0"}, ["nvidia0", "nvidia1"], 1),   # a GPU listed twice
+    ({"CUDA_VISIBLE_DEVICES": " 0, 1 "}, ["nvidia0", "nvidia1"], 2),
+    ({"CUDA_VISIBLE_DEVICES": "-1"}, [], 0),
+    # UUIDs (nvidia-smi -L) cannot be checked without the driver: each is one GPU, at most all.
+    ({"CUDA_VISIBLE_DEVICES": "GPU-8932f937-d72c,MIG-1b2c"}, ["nvidia0", "nvidia1"], 2),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b,GPU-c"}, ["nvidia0", "nvidia1"], 2),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-a"}, [], 0),
 ])
 def test_visible_gpus_follow_cuda_visible_devices(environ, devices, expected):
     assert visible_gpu_count(environ, devices) == expected
+
+
+# TF 2.15's generated tensorflow/python/platform/build_info.py: tensorflow-cpu's, and the
+# CUDA build's (pip install tensorflow[and-cuda]).
+CPU_BUILD = ("build_info = collections.OrderedDict([('is_cuda_build', False), "
+             "('is_rocm_build', False), ('is_tensorrt_build', False)])\n")
+CUDA_BUILD = ("build_info = collections.OrderedDict([('cpu_compiler', '/usr/bin/clang-17'), "
+              "('cuda_compute_capabilities', ['sm_50', 'sm_60', 'compute_90']), "
+              "('cuda_version', '12.2'), ('cudnn_version', '8'), ('is_cuda_build', True), "
+              "('is_rocm_build', False), ('is_tensorrt_build', True)])\n")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (CPU_BUILD, False), (CUDA_BUILD, True),
+    (None, None),                          # no readable build info: cannot tell
+    ("build_info = {}\n", None),
+])
+def test_cuda_build_is_read_from_tensorflows_build_info(text, expected):
+    assert cuda_build(text) is expected
+
+
+@pytest.mark.parametrize("cuda, expected", [(False, 0), (True, 2), (None, 2)])
+def test_gpus_count_only_when_tensorflow_can_use_them(cuda, expected):
+    # tensorflow-cpu (make's default) on a GPU host: one worker using every core, not 2 CPU ones.
+    assert visible_gpu_count({}, ["nvidia0", "nvidia1"], cuda=cuda) == expected
+
+
+def test_installed_tensorflow_build_is_found_without_importing_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; from alexnet.hardware import installed_cuda_build as f; "
+            "r = f(); assert 'tensorflow' not in sys.modules; print(r)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import tensorflow as tf
+    assert out.stdout.strip() == str(tf.sysconfig.get_build_info()["is_cuda_build"])
 
 
 def test_auto_workers_must_still_split_the_global_batch():
