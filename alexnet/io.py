@@ -153,7 +153,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     _LIVE_TEMPS.update((tmp, old))
     try:
         os.chmod(tmp, usual_mode(directory=True))
-        (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
+        (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next "
+                                         "run.\n")
         yield tmp
         if path.exists():
             os.replace(path, old)
