@@ -11,6 +11,7 @@ import csv
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -103,6 +104,10 @@ def _json_default(obj: Any) -> Any:
 
 
 OUTPUT_MARKER = ".alexnet-output"  # in every directory atomic_dir writes
+_logger = logging.getLogger(__name__)
+# The temporary directories atomic_dir of this process is writing now. A temp named with this
+# pid but not in here is a killed run's: in a container `alexnet` often gets the same pid.
+_LIVE_TEMPS: set[Path] = set()
 
 
 def check_output_dir(path: str | Path) -> Path:
@@ -133,7 +138,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     is a command-line argument, so a mistyped one could name the user's images: a non-empty
     directory is replaced only if it carries OUTPUT_MARKER, i.e. an earlier atomic_dir wrote it.
     A killed run leaves `path` as it was, plus a hidden temporary directory named after its pid
-    (`.NAME.tmp-PID-*`); a later run removes it once that process is gone, never while it runs.
+    (`.NAME.tmp-PID-*`); a later run removes it once that process is gone, never while it runs
+    (one with this process's pid is a killed run's unless this process is writing it).
 
     Raises:
         OutputError: `path` is not a directory (a file, a link), or is a non-empty directory
@@ -143,12 +149,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    os.chmod(tmp, usual_mode(directory=True))
+    old = path.with_name(f".{path.name}.tmp-old-{os.getpid()}")
+    _LIVE_TEMPS.update((tmp, old))
     try:
-        (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next run.\n")
+        os.chmod(tmp, usual_mode(directory=True))
+        (tmp / OUTPUT_MARKER).write_text("Written by alexnet; replaced as a whole by its next "
+                                         "run.\n")
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.tmp-old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -157,15 +165,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _LIVE_TEMPS.difference_update((tmp, old))
 
 
 def remove_orphaned_temps(path: Path) -> None:
     """Remove the temporary siblings of `path` (`.NAME.tmp-PID-*`, `.NAME.tmp-old-PID`) whose
-    owner process is gone. Another run writing the same output at the same time keeps its own."""
+    owner process is gone. Another run writing the same output at the same time keeps its own.
+    One named with this process's pid is live only while this process writes it (_LIVE_TEMPS):
+    else a killed run that had the same pid (usual in a container) left it."""
     owned = re.compile(rf"\.{re.escape(path.name)}\.tmp-(?:old-)?([0-9]+)(?:-.*)?")
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         m = owned.fullmatch(stale.name)
-        if m and not pid_alive(int(m.group(1))):
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if stale not in _LIVE_TEMPS if pid == os.getpid() else not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -215,26 +229,40 @@ def previous_output(path: str | Path) -> Path:
     return kept
 
 
-def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path:
+def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path | None:
     """Replace kept_dir(`path`) by hard links to every file of the output directory `path`, plus
-    `extra` files under the given names; returns the kept directory.
+    `extra` files under the given names; returns the kept directory, or None if it could not.
 
     So the next run can reuse what this one wrote without DVC's `persist` (which makes DVC copy
     every linked file of the output before each run, `unprotect`). Hard links cost no disk: the
     files are the output's, and once DVC commits it, its cache objects. They are only ever read
     and replaced as a whole, never written into (they are DVC's read-only cache objects too).
+
+    Best effort: the stage's outputs are written when it runs, so a twin it cannot write (a
+    folder alexnet did not write at its path, no disk for the copy fallback) only makes the next
+    run reuse less. It warns, and the previous twin stays as it was (or absent); never fails.
     """
-    path = Path(path)
-    with atomic_dir(kept_dir(path)) as tmp:
-        for dirpath, _dirnames, filenames in os.walk(path):
-            for name in filenames:
-                src = Path(dirpath, name)
-                rel = src.relative_to(path)
-                if rel.as_posix() != OUTPUT_MARKER:  # atomic_dir wrote the twin's own
-                    link_or_copy(src, tmp / rel)
-        for name, src in (extra or {}).items():
-            link_or_copy(src, tmp / name)
-    return kept_dir(path)
+    path, kept = Path(path), kept_dir(path)
+    try:
+        with atomic_dir(kept) as tmp:
+            for dirpath, _dirnames, filenames in os.walk(path):
+                for name in filenames:
+                    src = Path(dirpath, name)
+                    rel = src.relative_to(path)
+                    if rel.as_posix() != OUTPUT_MARKER:  # atomic_dir wrote the twin's own
+                        link_or_copy(src, tmp / rel)
+            for name, src in (extra or {}).items():
+                link_or_copy(src, tmp / name)
+    except OutputError:
+        _logger.warning("%s: not updated, the next run reuses less of this one: it was not "
+                        "written by alexnet (a file, a link, or a folder without %s), so it is "
+                        "left as it is; move it away to let the next runs reuse their files",
+                        kept, OUTPUT_MARKER)
+        return None
+    except OSError as exc:
+        _logger.warning("%s: not updated, the next run reuses less of this one (%s)", kept, exc)
+        return None
+    return kept
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -22,14 +22,17 @@ Writes benchmarks/SCALE.md and benchmarks/scale.json; the workspace is removed a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks import gen_data
@@ -192,6 +195,18 @@ def evaluate_memory(ws: Path) -> dict:
             "test_split_float32_mb": round(n * size * size * 3 * 4 / 1e6)}
 
 
+@contextlib.contextmanager
+def scratch_workspace(data: Path) -> Iterator[Path]:
+    """A path for the bench's workspace inside a new folder of `data`, removed afterwards with
+    everything in it: only what this run created (`--data` may be a folder of the user's)."""
+    data.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".scale-ws-", dir=data))
+    try:
+        yield scratch / "ws"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run(n: int, with_evaluate: bool = True, data: Path = DATA) -> dict:
     extra_n = max(1, n // 20)
     t = time.perf_counter()
@@ -199,12 +214,10 @@ def run(n: int, with_evaluate: bool = True, data: Path = DATA) -> dict:
     gen_data.generate(data / "extra", extra_n, start=n)
     generated_s = time.perf_counter() - t
     base, extra = gen_data.image_paths(data / "kaggle"), gen_data.image_paths(data / "extra")
-    ws = data / "ws"
-    shutil.rmtree(ws, ignore_errors=True)
     result = {"machine": machine(), "images": n, "new_images": extra_n,
               "generate_s": round(generated_s, 1),
               "source_mb": round(sum(p.stat().st_size for p in base) / 1e6, 1)}
-    try:
+    with scratch_workspace(data) as ws:
         dvc_workspace(ws, base)
         result["cold"] = repro(ws)
         result["disk_after_cold"] = disk(ws)
@@ -217,8 +230,6 @@ def run(n: int, with_evaluate: bool = True, data: Path = DATA) -> dict:
         if with_evaluate:
             result["evaluate"] = evaluate_memory(ws)
         result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        shutil.rmtree(ws, ignore_errors=True)
     return result
 
 

@@ -31,6 +31,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from alexnet.errors import EXIT_TRANSIENT
+from alexnet.ingest import KEPT_MANIFEST
+from alexnet.io import OUTPUT_MARKER, keep, kept_dir
 from tasks import guard
 
 _EXITED = re.compile(r"exited with (\d+)")
@@ -41,6 +43,10 @@ _SKIPPED = re.compile(r"Stage '([\w-]+)' didn't change, skipping")
 LOCKED = ("Unable to acquire lock", "is busy, retrying", "is busy, it is being blocked by")
 # In the environment of every process a stage starts (Horovod workers too): the flow-run id.
 RUN_MARKER = "ALEXNET_FLOW_RUN_ID"
+# The stages that reuse their last output from its kept twin (alexnet/io.py keep): the output
+# (dvc.yaml) and the extra files the stage keeps with it.
+KEPT_OUTS = {"ingest": ("data/raw", {KEPT_MANIFEST: "data/manifest.csv"}),
+             "preprocess": ("data/cache", {})}
 
 
 class StageFailed(RuntimeError):
@@ -112,6 +118,21 @@ def start_stage(cmd: list[str], workspace: Path) -> subprocess.Popen:
                             start_new_session=True, pass_fds=tuple(sorted(guard.HELD_FDS)))
 
 
+def keep_checked_out(stage: str, workspace: Path) -> Path | None:
+    """Keep the stage's output as its twin if the workspace has the output (alexnet wrote it)
+    but no twin: a fresh clone after `dvc pull`. `dvc repro` deletes the output before the stage
+    runs, and the stage reuses only the twin (its stamp and fingerprint checks still decide
+    what). Returns the twin, or None if nothing was kept."""
+    if stage not in KEPT_OUTS:
+        return None
+    out, extra = KEPT_OUTS[stage]
+    out, extra = workspace / out, {name: workspace / p for name, p in extra.items()}
+    if (os.path.lexists(kept_dir(out)) or out.is_symlink() or not (out / OUTPUT_MARKER).is_file()
+            or not all(p.is_file() for p in extra.values())):
+        return None
+    return keep(out, extra)
+
+
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
       task_run_name="dvc-repro-{stage}")
 def run_stage(stage: str, workspace: Path) -> StageResult:
@@ -122,6 +143,8 @@ def run_stage(stage: str, workspace: Path) -> StageResult:
     """
     logger = get_run_logger()
     cmd = ["dvc", "repro", "--single-item", stage]
+    if kept := keep_checked_out(stage, workspace):
+        logger.info("%s: kept as %s for %s to reuse", KEPT_OUTS[stage][0], kept, stage)
     logger.info("%s", " ".join(cmd))
     lines: list[str] = []
     with start_stage(cmd, workspace) as proc:

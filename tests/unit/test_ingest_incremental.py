@@ -64,8 +64,10 @@ def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp
 
 
 def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):
-    """`dvc repro` deletes data/raw and the manifest before ingest runs (they are not `persist`
-    outs); the last run's files survive as hard links in data/.raw.kept, and are linked again."""
+    """`dvc repro` deletes data/raw before ingest runs (not a `persist` out); the last run's files
+    survive as hard links in data/.raw.kept, and are linked again. data/manifest.csv is a persist
+    out, which DVC leaves, but it is removed here too: the twin's own copy of the manifest, written
+    with its files, is what says which of them are unchanged."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
     for i in range(3):
         image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
@@ -85,3 +87,20 @@ def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_out
     kept = tmp_path / "data/.raw.kept"
     assert (kept / "cats/new.jpg").stat().st_ino == (raw / "cats/new.jpg").stat().st_ino
     assert read_csv(kept / ".manifest.csv") == read_csv(manifest)
+
+
+def test_a_foreign_folder_at_the_twin_path_costs_reuse_not_the_run(tmp_path, caplog):
+    """The twin is written after data/raw and the manifest: a folder not written by alexnet at
+    data/.raw.kept makes ingest warn (naming it) and succeed, and the folder is left as it was."""
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    image(src / "cats/0.jpg", (50, 0, 0))
+    image(src / "dogs/0.jpg", (0, 50, 0))
+    kept = tmp_path / "data/.raw.kept"
+    kept.mkdir(parents=True)
+    (kept / "notes.txt").write_text("the user's")
+    manifest = tmp_path / "data/manifest.csv"
+    with caplog.at_level("WARNING"):
+        ingest(src, raw, manifest, tmp_path / "ingest.json", IngestParams())
+    assert len(read_csv(manifest)) == 2 and (raw / "cats/0.jpg").is_file()
+    assert str(kept) in caplog.text
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]

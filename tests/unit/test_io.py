@@ -139,3 +139,41 @@ def test_keep_links_the_output_and_a_new_output_leaves_the_kept_files_unchanged(
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert (kept / "a/x.npy").read_bytes() == b"old x" and (kept / "a/y.npy").is_file()
     assert previous_output(out) == out
+
+
+def test_keep_is_best_effort_and_never_touches_a_foreign_twin(tmp_path, caplog):
+    """The stage's real outputs are written when keep runs: a twin it cannot write (a folder
+    of someone else's at data/.cache.kept, no disk for the copy fallback) costs the next run
+    some reuse, never this run. keep warns, naming the twin, and leaves the folder as it was."""
+    from alexnet.io import keep
+
+    out, kept = tmp_path / "data/cache", tmp_path / "data/.cache.kept"
+    with atomic_dir(out) as tmp:
+        (tmp / "x.npy").write_bytes(b"x")
+    kept.mkdir()
+    (kept / "mine.txt").write_text("the user's")
+    with caplog.at_level("WARNING", logger="alexnet.io"):
+        assert keep(out) is None
+    assert str(kept) in caplog.text and "not written by alexnet" in caplog.text
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]
+    assert (kept / "mine.txt").read_text() == "the user's"
+
+
+def test_temps_of_a_killed_run_with_this_pid_are_removed_but_live_ones_kept(tmp_path):
+    """In a container `alexnet` often gets the same pid every run, so a killed run's temporary
+    directory can carry this process's pid: it is not alive unless this process made it."""
+    from alexnet.io import remove_orphaned_temps
+
+    out = tmp_path / "data/cache"
+    out.parent.mkdir(parents=True)
+    stale = [out.with_name(f".cache.tmp-{os.getpid()}-abc123"),
+             out.with_name(f".cache.tmp-old-{os.getpid()}")]
+    for d in stale:
+        d.mkdir()
+        (d / "images-00000.npy").write_bytes(b"x" * 100)
+    with atomic_dir(out) as tmp:
+        assert not any(d.exists() for d in stale)  # removed before this run wrote its own
+        remove_orphaned_temps(out)  # e.g. a second writer in this process: its temp stays
+        assert tmp.is_dir()
+        (tmp / "a").write_text("1")
+    assert (out / "a").is_file()
