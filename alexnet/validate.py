@@ -1,7 +1,8 @@
 """Decide, file by file and then for the data set as a whole, which raw images are usable.
 
-Per file (`validate_image`, pure): decode fully with Pillow by content, not extension, through the
-same `load_rgb` the later stages use, so an accepted image is one they can load. Per data set:
+Per file (`validate_image`, pure): decode with Pillow by content, not extension, through the
+same `load_rgb` the later stages use, so an accepted image is one they can load (JPEGs at 1/8
+scale: the whole stream is still decoded, the pixels it yields are smaller). Per data set:
 the same bytes under two labels are a label conflict (all copies quarantined); exact duplicates
 within a class keep the first path. Nothing is deleted: rejected files are listed in a quarantine
 report with a reason each, and raw files are never modified.
@@ -70,6 +71,8 @@ CONTENT_SIGNATURES = (
 GRAYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 CHUNKSIZE = 32
+# JPEGs are checked at the smallest scale libjpeg decodes to (load_rgb's draft): 1/8.
+DRAFT_SIZE = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,11 @@ def _notes(img: Image.Image, path: Path) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def upright_size(width: int, height: int, orientation: object) -> tuple[int, int]:
+    """(width, height) after EXIF rotation: orientations 5-8 turn the image a quarter."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def describe_content(head: bytes) -> str:
     """What the first bytes of a non-image file look like ("PDF", "HTML", "text", "binary data"),
     without quoting them."""
@@ -132,8 +140,8 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
 
     Checks, in order: empty file; not an image (no format Pillow accepts here); too many pixels
     (width*height > params.max_pixels, or Pillow's decompression-bomb warning); truncated or
-    corrupt (the full decode via `load_rgb` fails); too small (shorter side < params.min_side,
-    measured after EXIF rotation). Width and height are those of the decoded, rotated image.
+    corrupt (decoding the whole stream via `load_rgb` fails); too small (shorter side <
+    params.min_side). Width and height are the full image's after EXIF rotation.
     """
     path = Path(path)
     try:
@@ -154,6 +162,7 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
                     return _reject(TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels "
                                    f"exceeds max_pixels {params.max_pixels}", width, height, fmt)
                 notes = _notes(img, path)
+                orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _reject(TOO_MANY_PIXELS, str(exc))
     except UnidentifiedImageError:
@@ -166,12 +175,17 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
         return _reject(CORRUPT, f"header: {type(exc).__name__}: {exc}")
 
     try:
-        rgb = load_rgb(path, max_pixels=params.max_pixels)
+        # JPEGs at libjpeg's smallest scale (draft, 1/8): the whole entropy-coded stream is still
+        # read, so truncated or corrupt files fail as in a full decode, but most of the IDCT and
+        # colour work is skipped (preprocess decodes the pixels it keeps).
+        rgb = load_rgb(path, max_pixels=params.max_pixels, draft_size=DRAFT_SIZE)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _reject(TOO_MANY_PIXELS, str(exc), width, height, fmt)
     except Exception as exc:  # any failure to decode the whole file makes it unusable
         return _reject(CORRUPT, f"decode: {type(exc).__name__}: {exc}", width, height, fmt)
-    width, height = rgb.size
+    # A scaled JPEG decode is smaller than the file: its size is the header's, turned upright.
+    width, height = upright_size(width, height, orientation) if fmt == "JPEG" else rgb.size
+    rgb.close()
     if min(width, height) < params.min_side:
         return _reject(TOO_SMALL, f"{width}x{height}: shorter side < min_side {params.min_side}",
                        width, height, fmt)

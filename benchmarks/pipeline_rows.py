@@ -245,6 +245,20 @@ PARITY_OVERRIDES = {"preprocess.image_size": 96, "train.batch_size": 16,
                     "train.deterministic": True}
 
 
+def sample_source(out: Path, per_class: int) -> Path:
+    """`out/train/<class>/` of the project's synthetic sample (alexnet.sample_data, disks vs
+    stripes, seed 0), generated once and reused: a set a small AlexNet learns in a few epochs."""
+    from alexnet.sample_data import generate_sample_data
+
+    stamp = out / "generated.json"
+    want = {"per_class": per_class, "seed": 0, "version": 1}
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == want):
+        shutil.rmtree(out / "train", ignore_errors=True)
+        generate_sample_data(out / "train", per_class=per_class, seed=0)
+        stamp.write_text(json.dumps(want))
+    return out
+
+
 def precision_parity(source: Path, tmp: Path, epochs: int) -> dict:
     """Row 6 (accuracy): `dvc repro evaluate` on the same images, same params and seed, with
     train.mixed_precision float32 and bfloat16; test accuracy and training images/s of each."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from benchmarks import gen_data, pipeline_rows
 from benchmarks.common import env, machine, median, probe, run_json
+from benchmarks.pipeline_rows import PARITY_OVERRIDES
 
 HERE = Path(__file__).resolve().parent
 GFLOP = 6.8
@@ -35,7 +36,7 @@ def settings(quick: bool, images: int) -> dict[str, Any]:
                     train_steps=1, train_repeats=1, mp_pairs=1, mp_steps=1, hvd_steps=1,
                     hvd_repeats=1, hvd_fp16=False, orch=False, inc_repeats=1, batch=32,
                     orch_images=0, orch_epochs=0, orch_repeats=0, e2e_images=400, e2e_epochs=2,
-                    parity_images=160, parity_epochs=2)
+                    parity_per_class=100, parity_epochs=2)
     # train_steps: blocks of 12 steps of 32 images, 13 s at 30 img/s and longer on a loaded
     # machine: tens of seconds, enough to resolve a few percent. Row 8's overhead does not depend
     # on how long training runs: 1 epoch, 3 pairs. Sizes trimmed so that the run stays near
@@ -44,11 +45,15 @@ def settings(quick: bool, images: int) -> dict[str, Any]:
                 train_repeats=3, mp_pairs=2, mp_steps=3, hvd_steps=3, hvd_repeats=2,
                 hvd_fp16=True, orch=True, inc_repeats=2, batch=32, orch_images=400,
                 orch_epochs=1, orch_repeats=3, e2e_images=900, e2e_epochs=3,
-                parity_images=800, parity_epochs=6)
+                parity_per_class=1100, parity_epochs=5)
 
 
-# Row 6: bfloat16's test accuracy must be within this of float32's (same data, params, seed).
-PARITY_TOLERANCE = 0.05
+# Row 6: bfloat16's test accuracy must be within this of float32's (same data, params, seed), on
+# a test split of at least PARITY_MIN_TEST images (0.03 of 400 = 12 images; one side's binomial
+# standard error near 0.9 accuracy is 0.015), and both well above chance (0.5 for two classes).
+PARITY_TOLERANCE = 0.03
+PARITY_MIN_TEST = 400
+PARITY_LEARNED = 0.75
 # Row 8: the training time the fixed overhead is set against (real runs take hours).
 TEN_MINUTES = 600.0
 
@@ -158,23 +163,30 @@ class Bench:
                                        steps=self.s["mp_steps"], repeats=2)["median"])
         med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
         ratio = med["bf16"] / med["fp32"]
-        n, epochs = self.s["parity_images"], self.s["parity_epochs"]
-        src = self.data / f"small-{n}"
-        gen_data.generate(src, n, seed=1)
+        per_class, epochs = self.s["parity_per_class"], self.s["parity_epochs"]
+        # The project's learnable sample (alexnet.sample_data: disks vs stripes), not gen_data's
+        # Kaggle-like images: those carry only a weak class cue (rectangles vs ellipses over a
+        # random field) that did not lift either side above chance in 6 epochs at 96 px.
+        src = pipeline_rows.sample_source(self.data / f"sample-{per_class}", per_class)
         parity = pipeline_rows.precision_parity(src, self.tmp, epochs)
         acc = {k: v["test_accuracy"] for k, v in parity.items()}
         diff = acc["bfloat16"] - acc["float32"]
-        learned = min(acc.values()) >= 0.6  # parity at chance level would prove nothing
-        speed96 = parity["bfloat16"]["images_per_s"] / parity["float32"]["images_per_s"]
+        n_test = parity["float32"]["test_images"]
+        # Parity at chance level, or on a handful of test images, would prove nothing.
+        learned = min(acc.values()) >= PARITY_LEARNED
+        big_enough = n_test >= PARITY_MIN_TEST or self.args.quick
+        speed = parity["bfloat16"]["images_per_s"] / parity["float32"]["images_per_s"]
+        size = PARITY_OVERRIDES["preprocess.image_size"]
         return dict(runs=runs, median=med, ratio=ratio, parity=parity, accuracy_diff=diff,
-                    tolerance=PARITY_TOLERANCE, learned=learned,
-                    target=f"> 1 and test accuracy within {PARITY_TOLERANCE} of float32",
-                    passed=ratio > 1 and abs(diff) <= PARITY_TOLERANCE and learned,
+                    tolerance=PARITY_TOLERANCE, learned=learned, min_test=PARITY_MIN_TEST,
+                    target=f"> 1; test accuracy within {PARITY_TOLERANCE} of float32 on >= "
+                           f"{PARITY_MIN_TEST} test images, both >= {PARITY_LEARNED}",
+                    passed=ratio > 1 and abs(diff) <= PARITY_TOLERANCE and learned and big_enough,
                     figure=f"{ratio:.2f}x ({med['bf16']:.1f} vs {med['fp32']:.1f} img/s, 227 px); "
-                           f"parity ({n} images, 96 px, {epochs} epochs, `dvc repro evaluate`): "
-                           f"test accuracy {acc['bfloat16']:.3f} bf16 vs {acc['float32']:.3f} "
-                           f"fp32 ({diff:+.3f}, {parity['float32']['test_images']} test "
-                           f"images), training {speed96:.2f}x faster at 96 px")
+                           f"parity (sample data, {2 * per_class} images, {size} px, {epochs} "
+                           f"epochs, `dvc repro evaluate`): test accuracy {acc['bfloat16']:.3f} "
+                           f"bf16 vs {acc['float32']:.3f} fp32 ({diff:+.3f}, {n_test} test "
+                           f"images; chance 0.500), training {speed:.2f}x faster at {size} px")
 
     def _hvd(self, np_: int, threads: int, fp16: bool) -> dict:
         cmd = [str(Path(sys.executable).parent / "horovodrun"), "-np", str(np_), "-H",
@@ -303,9 +315,10 @@ ROWS: dict[int, tuple[str, str]] = {
     6: ("mixed precision", "speed: synthetic-batch training images/s at 227 px under "
                            "`mixed_bfloat16` vs float32, each in its own fresh process, "
                            "processes alternated (`probes.precision`); accuracy parity: "
-                           "`dvc repro evaluate` twice on the same generated images, params and "
-                           "seed (800 images, 96 px, batch 16, Adam 2e-4, 6 epochs, deterministic, "
-                           "1 worker), "
+                           "`dvc repro evaluate` twice on the same images, params and seed "
+                           "(the project's synthetic sample, disks vs stripes, 1100 per class, "
+                           "test split ~440 by hash; 96 px, batch 16, Adam 2e-4, 5 epochs, "
+                           "deterministic, 1 worker), "
                            "`train.mixed_precision` bfloat16 vs float32: test accuracy from "
                            "reports/metrics.json, images/s from the train stage's log "
                            "(epochs 2+)"),

@@ -13,7 +13,8 @@ from alexnet.io import read_csv
 from alexnet.params import IngestParams, ValidateParams
 from alexnet.validate import (QUARANTINE_COLUMNS, VALIDATED_COLUMNS, dataset_rules, validate,
                               validate_image)
-from tests.unit.corpus import corpus_bytes, image_bytes, tree_digest, write_corpus, write_tree
+from tests.unit.corpus import (corpus_bytes, exif_rotated_jpeg, image_bytes, tree_digest,
+                               write_corpus, write_tree)
 
 CASES = sorted(corpus_bytes())
 
@@ -179,3 +180,40 @@ def test_one_class_is_refused_at_validate_with_exit_65(tmp_path, monkeypatch):
     message = str(exc.value)
     assert "\n" not in message and "'boots'" in message and "at least two" in message
     assert main(["validate", "--workers", "1"]) == 65
+
+
+# --- JPEGs are checked at libjpeg's 1/8 scale (draft): still every byte of the stream ---------
+
+def _scan_start(jpeg: bytes) -> int:
+    return jpeg.index(b"\xff\xda")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit_errors", "bad_marker"])
+def test_damaged_large_jpeg_is_quarantined(tmp_path, damage):
+    # 400x320 (draft would decode it at 50x40): the damage is in the entropy-coded data, which a
+    # scaled decode still reads to the end. (A few flipped bits libjpeg only warns about pass a
+    # full decode as well: those are not detectable here either way.)
+    jpeg = image_bytes("JPEG", size=(400, 320), seed=11, quality=85)
+    mid = _scan_start(jpeg) + (len(jpeg) - _scan_start(jpeg)) // 2
+    bad = bytearray(jpeg)
+    if damage == "truncated":
+        del bad[int(len(jpeg) * 0.9):]
+    elif damage == "bit_errors":
+        for j in range(64):
+            bad[mid + 7 * j] ^= 0x5A
+    else:  # a marker that cannot occur inside a scan
+        bad[mid:mid + 2] = b"\xff\x99"
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(bytes(bad))
+    verdict = validate_image(path, ValidateParams())
+    assert verdict.reason == "truncated or corrupt" and "decode" in verdict.detail, verdict
+
+
+@pytest.mark.parametrize("orientation,size", [(1, (400, 320)), (6, (320, 400))])
+def test_large_jpeg_size_is_the_full_size_after_rotation(tmp_path, orientation, size):
+    # The scaled decode must not leak into width/height (validated.csv) or min_side.
+    path = tmp_path / "big.jpg"
+    path.write_bytes(exif_rotated_jpeg((400, 320), orientation))
+    verdict = validate_image(path, ValidateParams(min_side=320))
+    assert verdict.ok and (verdict.width, verdict.height) == size, verdict
+    assert validate_image(path, ValidateParams(min_side=321)).reason == "too small"
