@@ -12,7 +12,6 @@ import numpy as np
 import psutil
 import pytest
 import tensorflow as tf
-import yaml
 
 from alexnet.errors import EXIT_DATA, EXIT_TRANSIENT
 from flows.workspace import set_params
@@ -105,8 +104,8 @@ def fresh_init_weights(ws):
 def test_mixed_precision_auto_trains_with_two_workers_and_is_recorded(cached, tmp_path):
     from alexnet.hardware import host_cpu_flags, resolve_precision
 
-    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 2})
-    assert yaml.safe_load((ws / "params.yaml").read_text())["train"]["mixed_precision"] == "auto"
+    ws = fresh_copy(cached, tmp_path, {"train.epochs": 1, "train.workers": 2,
+                                       "train.mixed_precision": "auto"})
     run(["alexnet", "train"], ws, timeout=600)
     expected = resolve_precision("auto", host_cpu_flags(), [])  # no GPU here
     meta = json.loads((ws / "models/candidate/model.json").read_text())

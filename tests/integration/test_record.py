@@ -19,7 +19,8 @@ from flows.train_alexnet import train_alexnet
 from tests.conftest import make_workspace, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-DETERMINISTIC = {"train.deterministic": True, "train.workers": 1, "train.epochs": 1}
+DETERMINISTIC = {"train.deterministic": True, "train.workers": 1, "train.epochs": 1,
+                 "train.mixed_precision": "auto"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_recorded_run_is_reproduced_by_name(recorded, own_copy):
     assert record.key == "run-record" and name in record.data
     assert recorded.first["experiment_commit"] in record.data
     assert "DVC remote `store`" in record.data and "git remote `origin`" in record.data
-    # What `auto` resolved to (train.mixed_precision is auto in the repo's params.yaml).
+    # What `auto` resolved to (the module's runs set train.mixed_precision: auto).
     precision = recorded.first_model["resolved"]
     assert precision == {"workers": 1, "mixed_precision":
                          resolve_precision("auto", host_cpu_flags(), [])}

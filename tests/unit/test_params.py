@@ -43,7 +43,7 @@ def test_bad_params_are_rejected(data, message):
 
 def test_auto_defaults_and_explicit_values_are_accepted():
     p = load_params(REPO / "params.yaml").train
-    assert (p.workers, p.mixed_precision) == ("auto", "auto")
+    assert (p.workers, p.mixed_precision) == ("auto", "float32")
     for value in (True, False, "auto", "float32", "bfloat16", "float16"):
         assert parse_params({"train": {"mixed_precision": value}}).train.mixed_precision == value
     assert parse_params({"train": {"workers": 2}}).train.workers == 2
