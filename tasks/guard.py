@@ -22,7 +22,8 @@ train` forwards it to horovodrun, which stops the Horovod workers (they run in s
 their own). Then up to GRACE_SECONDS for every descendant to end, then SIGKILL to whatever is
 left, in any session. The guard is a child subreaper (PR_SET_CHILD_SUBREAPER): processes
 orphaned when dvc or horovodrun dies are re-parented to it instead of init, so "no child left"
-means no process of the stage is left.
+means no process of the stage is left. It acts before it reports: its output is a pipe to the
+flow-run process, broken once that process is dead, so a report never fails a stop (`_say`).
 
 Stdlib + psutil only (psutil comes with dvc and horovod): it must start in milliseconds.
 """
@@ -73,7 +74,24 @@ class Stop(Exception):
 
 
 def _raise_stop(signum: int, _frame: object) -> None:
+    # Ignore further stop signals first (the task's SIGTERM and PDEATHSIG's can both come): a
+    # second Stop must not interrupt the stopping.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise Stop(signum)
+
+
+def _say(message: str) -> None:
+    """One line to stderr, only once the stage's processes are signalled: stderr is the pipe to
+    the flow-run process, broken (EPIPE) once that process is dead, and full with no reader
+    while the task waits for the guard. So: unbuffered, non-blocking (the stage no longer uses
+    the pipe), never raising, dropped if it cannot be written."""
+    try:
+        fd = sys.stderr.fileno()
+        os.set_blocking(fd, False)
+        os.write(fd, f"{message}\n".encode())
+    except (OSError, ValueError):
+        pass
 
 
 def prctl(option: int, value: int) -> bool:
@@ -107,10 +125,10 @@ def stop_all(pgid: int | None, grace: float) -> None:
     while reap() and time.monotonic() < deadline:
         time.sleep(0.1)
     if reap():
-        print(f"still running after {grace:.0f} s: killing", file=sys.stderr, flush=True)
         if pgid is not None:
             _killpg(pgid, signal.SIGKILL)
         _signal_descendants(signal.SIGKILL)
+        _say(f"still running after {grace:.0f} s: killed")
         deadline = time.monotonic() + 5.0
         while reap() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -149,10 +167,8 @@ def run(cmd: list[str], parent: int, grace: float = GRACE_SECONDS) -> int:
             stop_all(None, grace)
         return code
     except Stop as stop:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        print(f"stage stopped ({stop}): terminating its processes", file=sys.stderr, flush=True)
         stop_all(pgid, grace)
+        _say(f"stage stopped ({stop}): its processes are gone")
         return 128 + stop.signum
 
 

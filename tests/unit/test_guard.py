@@ -86,6 +86,26 @@ def test_a_dead_parent_stops_the_command_before_it_starts(tmp_path):
     assert done.returncode == 128 + signal.SIGTERM and not flag.exists()
 
 
+def test_a_full_output_pipe_does_not_hold_up_the_stop(tmp_path):
+    """The task stops reading the guard's output when it stops the guard (stop_guard): a stage
+    that filled the pipe must not leave the guard blocked writing its report, never stopping."""
+    proc = subprocess.Popen([sys.executable, "-I", GUARD, "--parent", str(os.getpid()), "--grace",
+                             "3", "--", "sh", "-c", "head -c 1000000 /dev/zero; sleep 300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    guard = psutil.Process(proc.pid)
+    try:
+        wait_for(lambda: any(p.name() == "head" and p.status() == psutil.STATUS_SLEEPING
+                             for p in guard.children(recursive=True)), 20)  # the pipe is full
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM  # its output still unread
+    finally:
+        for child in guard.children(recursive=True) if proc.poll() is None else []:
+            child.kill()
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 # A flow-run process that holds the workspace lock and runs one stage, as train_alexnet does.
 LOCKED_PARENT = (
     "import sys, time\n"
@@ -98,11 +118,23 @@ LOCKED_PARENT = (
     "    time.sleep(300)\n")
 IGNORES_SIGINT = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                   "time.sleep(300)")
+STAGE = ["python3", "-c", IGNORES_SIGINT]
+
+
+def ignores_sigint(proc: psutil.Process) -> bool:
+    """The stage is running and has set SIGINT to SIG_IGN (/proc/PID/status SigIgn)."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            ignored = next(int(ln.split()[1], 16) for ln in fh if ln.startswith("SigIgn:"))
+        return proc.cmdline() == STAGE and bool(ignored >> (signal.SIGINT - 1) & 1)
+    except (psutil.Error, OSError):
+        return False
 
 
 def test_a_dead_run_keeps_the_workspace_until_its_stage_is_gone(tmp_path):
     """The flow-run process dies: its stage takes the guard's grace period to stop, and no other
-    run may take the workspace (and rewrite params.yaml) before the stage's last process ends."""
+    run may take the workspace (and rewrite params.yaml) before the stage's last process ends.
+    The guard's output is a pipe to the dead process: reporting must not stop it stopping."""
     import fcntl
 
     marker = f"{os.getpid()}-lock"
@@ -111,14 +143,16 @@ def test_a_dead_run_keeps_the_workspace_until_its_stage_is_gone(tmp_path):
                               env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert parent.stdout.readline().strip() == "started"
-        wait_for(lambda: len(marked(marker)) >= 2, 20)  # the guard and the stage
+        # The stage itself, past its SIG_IGN (the parent and the guard carry the marker too).
+        wait_for(lambda: any(ignores_sigint(p) for p in marked(marker)), 20)
         parent.kill()
         parent.wait()
         with open(tmp_path / ".alexnet/flow.lock") as fh:
             with pytest.raises(BlockingIOError):  # the stage still runs: the workspace is held
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            wait_for(lambda: not marked(marker), 60)
+            seconds = wait_for(lambda: not marked(marker), tasks.guard.GRACE_SECONDS + 10)
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # all gone: free at once
+        assert seconds >= tasks.guard.GRACE_SECONDS - 1  # it ignored SIGINT: killed after grace
     finally:
         for proc in marked(marker):
             proc.kill()
