@@ -340,7 +340,8 @@ ROWS: dict[int, tuple[str, str]] = {
                        "preprocess` on the final set, fresh git+DVC workspace each; alternated"),
     10: ("training throughput", "end to end as a user runs it: `dvc repro train` in a fresh "
                                 "workspace with the repo's params.yaml (227 px, batch 128, SGD "
-                                "0.1, workers and precision `auto`) except train.epochs (3), on 900 "
+                                "0.1, workers `auto`, precision as params.yaml sets it) except "
+                                "train.epochs (3), on 900 "
                                 "generated Kaggle-sized images; images/s per epoch from the "
                                 "stage's own log, vs the reference (`probes.reference_fit`: the "
                                 "notebook's cv2 load, float32 model, `ImageDataGenerator.flow`, "
