@@ -107,8 +107,9 @@ def visible_gpu_count(environ: Mapping[str, str], devices: Iterable[str],
         return present
     seen: set[str] = set()
     for x in (v.strip() for v in visible.split(",")):
-        valid = x.startswith(("GPU-", "MIG-")) or (x.isdigit() and int(x) < present)
-        key = str(int(x)) if x.isdigit() else x
+        number = x.isascii() and x.isdigit()  # str.isdigit alone accepts "²", int() does not
+        valid = x.startswith(("GPU-", "MIG-")) or (number and int(x) < present)
+        key = str(int(x)) if number else x
         if not valid or key in seen:
             break
         seen.add(key)

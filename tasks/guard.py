@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -84,11 +85,13 @@ def _raise_stop(signum: int, _frame: object) -> None:
 def _say(message: str) -> None:
     """One line to stderr, only once the stage's processes are signalled: stderr is the pipe to
     the flow-run process, broken (EPIPE) once that process is dead, and full with no reader
-    while the task waits for the guard. So: unbuffered, non-blocking (the stage no longer uses
-    the pipe), never raising, dropped if it cannot be written."""
+    while the task waits for the guard. So: unbuffered, non-blocking when stderr is a pipe (the
+    stage no longer uses it; a terminal is left as it is: the flag would be the terminal's, for
+    every program writing to it), never raising, dropped if it cannot be written."""
     try:
         fd = sys.stderr.fileno()
-        os.set_blocking(fd, False)
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.set_blocking(fd, False)
         os.write(fd, f"{message}\n".encode())
     except (OSError, ValueError):
         pass

@@ -156,3 +156,21 @@ def test_a_dead_run_keeps_the_workspace_until_its_stage_is_gone(tmp_path):
     finally:
         for proc in marked(marker):
             proc.kill()
+
+
+def test_a_report_to_a_terminal_leaves_it_blocking():
+    """The guard makes its stderr non-blocking only when it is a pipe: on a terminal the flag
+    is the terminal's, and every program writing to it afterwards would get EAGAIN."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import os; from tasks.guard import _say; _say('stopped'); "
+             "print(os.get_blocking(2))"], stderr=follower, stdout=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(GUARD)), timeout=30)
+        assert done.stdout.strip() == "True"
+        assert os.read(leader, 100).startswith(b"stopped")
+    finally:
+        os.close(leader)
+        os.close(follower)

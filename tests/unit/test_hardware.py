@@ -67,6 +67,7 @@ def test_worker_resolution(workers, gpus, hosts, expected):
     ({"CUDA_VISIBLE_DEVICES": "0,-1,1"}, ["nvidia0", "nvidia1"], 1),
     ({"CUDA_VISIBLE_DEVICES": "0,x"}, ["nvidia0", "nvidia1"], 1),
     ({"CUDA_VISIBLE_DEVICES": "0,0"}, ["nvidia0", "nvidia1"], 1),   # a GPU listed twice
+    ({"CUDA_VISIBLE_DEVICES": "0,\u00b2"}, ["nvidia0", "nvidia1"], 1),  # a digit int() refuses
     ({"CUDA_VISIBLE_DEVICES": " 0, 1 "}, ["nvidia0", "nvidia1"], 2),
     ({"CUDA_VISIBLE_DEVICES": "-1"}, [], 0),
     # UUIDs (nvidia-smi -L) cannot be checked without the driver: each is one GPU, at most all.
