@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900,
 
 
 _SAMPLES: dict[int, Path] = {}
+
+
+def run_readme_lines(lines: list[str], cwd: Path, subst: dict[str, str]) -> Path:
+    """Run README command lines without a shell: `&&` chains, `cd` moves; returns the last cwd."""
+    for line in lines:
+        for old, new in subst.items():
+            line = line.replace(old, new)
+        for part in line.split("&&"):
+            argv = shlex.split(part, comments=True)
+            if argv[0] == "cd":
+                cwd = cwd / argv[1]
+            else:
+                run(argv, cwd)
+    return cwd
 
 
 def sample_data(dest: Path, per_class: int) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from alexnet.io import file_sha256
 from flows.train_alexnet import train_alexnet
-from tests.conftest import REPO, make_workspace, run
+from tests.conftest import REPO, make_workspace, run, run_readme_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = {"train.workers": 1, "train.epochs": 1}
@@ -30,20 +29,6 @@ def readme_clone_block() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     block = next(b for b in blocks if b.startswith("git clone "))
     return [line for line in block.splitlines() if line.strip()]
-
-
-def run_readme_lines(lines: list[str], cwd: Path, subst: dict[str, str]) -> Path:
-    """Run README command lines without a shell: `&&` chains, `cd` moves; returns the last cwd."""
-    for line in lines:
-        for old, new in subst.items():
-            line = line.replace(old, new)
-        for part in line.split("&&"):
-            argv = shlex.split(part, comments=True)
-            if argv[0] == "cd":
-                cwd = cwd / argv[1]
-            else:
-                run(argv, cwd)
-    return cwd
 
 
 def cache_files(ws: Path) -> dict[str, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from alexnet.io import file_sha256
 from flows.train_alexnet import train_alexnet
-from tests.conftest import REPO, make_workspace, run, tool_env
+from tests.conftest import REPO, make_workspace, run, run_readme_lines, stop_tree, tool_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = {"train.workers": 1, "train.epochs": 1}
@@ -53,20 +52,6 @@ def readme_s3_blocks() -> tuple[list[str], list[str]]:
     return workspace, clone
 
 
-def run_readme_lines(lines: list[str], cwd: Path, subst: dict[str, str]) -> Path:
-    """Run README command lines without a shell: `&&` chains, `cd` moves; returns the last cwd."""
-    for line in lines:
-        for old, new in subst.items():
-            line = line.replace(old, new)
-        for part in line.split("&&"):
-            argv = shlex.split(part, comments=True)
-            if argv[0] == "cd":
-                cwd = cwd / argv[1]
-            else:
-                run(argv, cwd)
-    return cwd
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,17 +73,8 @@ def start_moto(log: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
                 return proc, endpoint
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)
-        stop(proc)
+        stop_tree(proc, grace=10)
     raise AssertionError(f"moto's S3 server did not start:\n{log.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +83,7 @@ def s3_endpoint(tmp_path_factory):
     try:
         yield endpoint
     finally:
-        stop(proc)
+        stop_tree(proc, grace=10)
 
 
 @pytest.fixture(scope="module")
