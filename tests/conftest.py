@@ -150,3 +150,17 @@ def force_pool(monkeypatch):
     """Use the process pool however little work there is, so small tests cover the parallel
     path (alexnet.parallel decodes a few images in-process)."""
     monkeypatch.setattr("alexnet.parallel.MIN_JOBS_FOR_POOL", 1)
+
+
+def sample_splits(root: Path, per_class: int, seed: int) -> list[dict]:
+    """The synthetic sample in root/raw and a splits.csv of it (train, val, test in turn, fake
+    sha256s) in root: what preprocess reads, for tests that build a cache directly."""
+    from alexnet.io import write_csv
+    from alexnet.sample_data import generate_sample_data
+
+    generate_sample_data(root / "raw", per_class=per_class, seed=seed)
+    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
+    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
+             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
+    write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
+    return rows

@@ -12,8 +12,9 @@ from alexnet.distributed import cache_mismatch, host_report
 from alexnet.io import read_csv, write_csv
 from alexnet.params import PreprocessParams
 from alexnet.preprocess import preprocess
-from alexnet.sample_data import generate_sample_data
 from alexnet.train import rank_errors
+
+from tests.conftest import sample_splits
 
 
 SQUASH = PreprocessParams(image_size=67, resize="squash", shard_size=3)
@@ -23,11 +24,7 @@ SQUASH = PreprocessParams(image_size=67, resize="squash", shard_size=3)
 def caches(tmp_path_factory):
     """Two real caches of the same images: resized by squashing, and by cropping."""
     root = tmp_path_factory.mktemp("caches")
-    generate_sample_data(root / "raw", per_class=6, seed=1)
-    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
-    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
-             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
-    write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
+    sample_splits(root, per_class=6, seed=1)
     for policy in ("squash", "crop"):
         preprocess(root / "raw", root / "splits.csv", root / policy,
                    PreprocessParams(image_size=67, resize=policy, shard_size=3), workers=1)

@@ -11,18 +11,14 @@ from alexnet.errors import DataError
 from alexnet.io import write_csv
 from alexnet.params import PreprocessParams
 from alexnet.preprocess import preprocess
-from alexnet.sample_data import generate_sample_data
+
+from tests.conftest import sample_splits
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    generate_sample_data(root / "raw", per_class=9, seed=3)
-    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
-    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
-             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
-    write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
-    return root, rows
+    return root, sample_splits(root, per_class=9, seed=3)
 
 
 def test_cache_is_uint8_memmap_and_matches_splits(sample, tmp_path, force_pool):
