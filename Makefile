@@ -60,8 +60,13 @@ horovod:
 run: setup
 	$(PY) -m flows.train_alexnet
 
+# Two pytest workers (pytest-xdist), each taking whole test files (module fixtures run once):
+# most tests spend much of their time waiting on the processes they start (servers, dvc,
+# horovodrun), so two keep both cores busy. `make test TEST_JOBS=0` runs them one by one.
+TEST_JOBS ?= 2
+
 test: setup postgres sshd
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # tests/server/test_work_pool.py starts a throwaway PostgreSQL from the distribution's server
 # binaries (as the `postgres` user when run as root). On a fresh Debian/Ubuntu machine, as root,
