@@ -38,14 +38,14 @@ def settings(quick: bool, images: int) -> dict[str, Any]:
                     hvd_repeats=1, hvd_fp16=False, orch=False, inc_repeats=1, batch=32,
                     orch_images=0, orch_epochs=0, orch_repeats=0, e2e_images=400, e2e_epochs=2,
                     parity_per_class=100, parity_epochs=2, parity_seeds=1)
-    # train_steps: blocks of 12 steps of 32 images, 13 s at 30 img/s and longer on a loaded
-    # machine: tens of seconds, enough to resolve a few percent. Row 8's overhead does not depend
+    # train_steps: blocks of 40 steps of 32 images, ~25 s at 52 img/s on a quiet machine (12
+    # steps were 7-11 s, and their per-pair ratios spread 0.92-1.08); 4 pairs. Row 8's overhead does not depend
     # on how long training runs: 1 epoch, 3 pairs. Sizes trimmed so that the run stays near
     # 20 minutes on 2 shared cores. parity_seeds: each seed is two `dvc repro evaluate` runs of
     # ~2.5 min unloaded (row 6's parity was ~6 min with one seed); 2 seeds keep the row's extra
     # cost near 4 minutes, `--parity-seeds 3` (~+9 min) for a decision that needs more.
-    return dict(images=images, repeats=3, loader_batches=20, ref_batches=4, train_steps=12,
-                train_repeats=3, mp_pairs=2, mp_steps=3, hvd_steps=3, hvd_repeats=2,
+    return dict(images=images, repeats=3, loader_batches=20, ref_batches=4, train_steps=40,
+                train_repeats=4, mp_pairs=2, mp_steps=3, hvd_steps=3, hvd_repeats=2,
                 hvd_fp16=True, orch=True, inc_repeats=2, batch=32, orch_images=400,
                 orch_epochs=1, orch_repeats=3, e2e_images=900, e2e_epochs=3,
                 parity_per_class=1100, parity_epochs=5, parity_seeds=2)
@@ -338,7 +338,7 @@ ROWS: dict[int, tuple[str, str]] = {
                   "(`probes.memory`)"),
     4: ("input-bound", "`model.fit` images/s on `train_dataset` vs on one in-memory synthetic "
                        "batch repeated; same fp32 model, batch 32, 227 px, same process, "
-                       "alternated blocks of 12 steps (tens of seconds each), first step of each block "
+                       "alternated blocks of 40 steps (tens of seconds each), first step of each block "
                        "excluded; figure = median, spread = the per-pair ratios (`probes.train`)"),
     5: ("compute", "achieved GFLOP/s (row 4's pipeline images/s x 6.8 GFLOP) vs float32 "
                    "2048x2048 `tf.linalg.matmul` GFLOP/s measured between the same blocks"),
