@@ -9,12 +9,11 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from tests.conftest import REPO, VENV_BIN, make_workspace, run, tool_env
-from tests.server.conftest import free_port, start, stop, wait_until
+from tests.server.conftest import running_prefect_server, start, stop, wait_until
 
 AUTH = "alexnet:correct horse battery staple"
 
@@ -22,19 +21,9 @@ AUTH = "alexnet:correct horse battery staple"
 @pytest.fixture
 def auth_server(tmp_path):
     """A server that requires AUTH; yields the environment of a client that has it."""
-    port = free_port()
-    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"),
-                   PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
-    log = tmp_path / "server.log"
-    server = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                    "--port", str(port)], {**env, "PREFECT_SERVER_API_AUTH_STRING": AUTH}, log)
-    try:
-        url = f"http://127.0.0.1:{port}/api/health"  # the health check needs no auth
-        wait_until(lambda: urllib.request.urlopen(url, timeout=5).status == 200, 180,
-                   "prefect server", server, log)
+    with running_prefect_server(tmp_path,
+                                server_env={"PREFECT_SERVER_API_AUTH_STRING": AUTH}) as env:
         yield {**env, "PREFECT_API_AUTH_STRING": AUTH}
-    finally:
-        stop(server)
 
 
 @contextlib.contextmanager

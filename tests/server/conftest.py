@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from tests.conftest import VENV_BIN, tool_env
@@ -72,24 +73,53 @@ def sync_client(api_url: str):
     return client()
 
 
-@contextlib.contextmanager
-def running_prefect_server(tmp_path: Path, **extra: str) -> Iterator[dict]:
-    """`prefect server start` on 127.0.0.1 and a free port (settings in `extra`, e.g. its
-    database URL); yields the environment that talks to it; stopped afterwards."""
-    port = free_port()
-    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"),
-                   PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                   PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port), **extra)
-    log = tmp_path / "server.log"
-    server = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                    "--port", str(port)], env, log)
+def listens(proc: subprocess.Popen, port: int) -> bool:
+    """Whether `proc` or a process it started listens on `port`: the server answering there is
+    ours, not one another test file (another pytest worker) started on a port it also found free."""
     try:
-        url = f"http://127.0.0.1:{port}/api/health"
-        wait_until(lambda: urllib.request.urlopen(url, timeout=5).status == 200, 180,
-                   "prefect server", server, log)
-        yield env
-    finally:
-        stop(server)
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in p.net_connections("inet")):
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def running_prefect_server(tmp_path: Path, server_env: dict | None = None,
+                           **extra: str) -> Iterator[dict]:
+    """`prefect server start` on 127.0.0.1 and a free port (settings in `extra`, e.g. its
+    database URL; `server_env` only for the server, e.g. its auth string); yields the
+    environment that talks to it; stopped afterwards. The port is picked free, then bound by the
+    server tens of seconds later: if another process took it meanwhile, a new port is tried."""
+    for attempt in range(3):
+        port = free_port()
+        env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"),
+                       PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                       PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
+                       **extra)
+        log = tmp_path / "server.log"
+        server = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                        "--port", str(port)], {**env, **(server_env or {})}, log)
+        try:
+            url = f"http://127.0.0.1:{port}/api/health"  # the health check needs no auth
+            wait_until(lambda: listens(server, port)
+                       and urllib.request.urlopen(url, timeout=5).status == 200, 180,
+                       "prefect server", server, log)
+        except AssertionError:
+            stop(server)
+            if attempt < 2 and "address already in use" in log.read_text().lower():
+                continue
+            raise
+        try:
+            yield env
+        finally:
+            stop(server)
+        return
 
 
 @pytest.fixture
