@@ -139,7 +139,9 @@ def test_cancel_and_crash_end_every_process_and_the_next_run_resumes(tmp_path, p
         assert seconds < BOUND_SECONDS
         assert wait_state(api, first, "the Cancelled state", served, log).is_cancelled()
         cancelled_at = checkpoint_epoch(ws)
-        assert at_cancel <= cancelled_at < EPOCHS  # training stopped before its end
+        # Training stopped: at most the two epochs that end while a cancel travels, and
+        # room left for the crash below.
+        assert at_cancel <= cancelled_at <= min(at_cancel + 2, EPOCHS - 3)
         assert_nothing_written(ws, lock_before, cancelled_at)
 
         # A crash: the flow-run process is killed outright, once the next run trained an epoch.
@@ -152,7 +154,7 @@ def test_cancel_and_crash_end_every_process_and_the_next_run_resumes(tmp_path, p
         assert seconds < BOUND_SECONDS
         assert wait_state(api, second, "the Crashed state", served, log).is_crashed()
         crashed_at = checkpoint_epoch(ws)
-        assert at_crash <= crashed_at < EPOCHS
+        assert at_crash <= crashed_at <= min(at_crash + 2, EPOCHS - 1)
         assert_nothing_written(ws, lock_before, crashed_at)
 
         third = start_run(env, ws)
