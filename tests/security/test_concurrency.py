@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -29,9 +30,12 @@ def prefect_api():
 
 
 def two_stage_project(ws):
-    """Stage `a` writes a.txt slowly (from a.in); stage `b` reads a.txt."""
+    """Stage `a` writes a.txt (from a.in) once the file `release` exists (at most 300 s: not a
+    fixed time, which a loaded machine could outlast); stage `b` reads a.txt."""
     ws.mkdir()
-    slow = ("import time, pathlib; time.sleep(12); "
+    slow = ("import time, pathlib; t = time.monotonic()\n"
+            "while not pathlib.Path('release').exists() and time.monotonic() - t < 300:\n"
+            "    time.sleep(0.2)\n"
             "pathlib.Path('a.txt').write_text(pathlib.Path('a.in').read_text())")
     copy = "import pathlib; pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text())"
     stages = {"a": {"cmd": f'{sys.executable} -c "{slow}"', "deps": ["a.in"], "outs": ["a.txt"]},
@@ -61,7 +65,21 @@ def test_a_dvc_output_busy_in_another_run_is_retried(tmp_path, prefect_api, capl
                    .get("write", {}).__repr__()):
             assert time.monotonic() < deadline and writer.poll() is None, writer.stdout.read()
             time.sleep(0.2)
-        result = stage_b(ws)  # a.txt is being written: b's first try finds it busy
+        # `a` finishes once b's first try has found a.txt busy (or when the test ends).
+        released = threading.Event()
+
+        def release_when_busy():
+            while not released.wait(0.2):
+                if "is busy, it is being blocked by" in caplog.text:
+                    break
+            (ws / "release").touch()
+        releaser = threading.Thread(target=release_when_busy, daemon=True)
+        releaser.start()
+        try:
+            result = stage_b(ws)  # a.txt is being written: b's first try finds it busy
+        finally:
+            released.set()
+            releaser.join()
         out, _ = writer.communicate(timeout=120)
     finally:
         if writer.poll() is None:
