@@ -1,6 +1,6 @@
 """Run the ratio benchmarks and write benchmarks/results.json and benchmarks/RESULTS.md.
 
-    python -m benchmarks.run                 # full run (~33 min on 2 shared cores), what `make bench` does
+    python -m benchmarks.run                 # full run (~22 min on 2 cores), what `make bench` does
     python -m benchmarks.run --quick         # smoke run (< ~3 min): tiny sizes, 1 repeat
     python -m benchmarks.run --rows 1,2      # only some rows (RESULTS.md then lists just those)
     python -m benchmarks.run --rows 6 --parity-seeds 3   # row 6's parity over 3 train.seed values
