@@ -33,12 +33,14 @@ def two_stage_project(ws):
     """Stage `a` writes a.txt (from a.in) once the file `release` exists (at most 300 s: not a
     fixed time, which a loaded machine could outlast); stage `b` reads a.txt."""
     ws.mkdir()
-    slow = ("import time, pathlib; t = time.monotonic()\n"
-            "while not pathlib.Path('release').exists() and time.monotonic() - t < 300:\n"
-            "    time.sleep(0.2)\n"
-            "pathlib.Path('a.txt').write_text(pathlib.Path('a.in').read_text())")
+    (ws / "slow.py").write_text(
+        "import pathlib, time\n"
+        "t = time.monotonic()\n"
+        "while not pathlib.Path('release').exists() and time.monotonic() - t < 300:\n"
+        "    time.sleep(0.2)\n"
+        "pathlib.Path('a.txt').write_text(pathlib.Path('a.in').read_text())\n")
     copy = "import pathlib; pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text())"
-    stages = {"a": {"cmd": f'{sys.executable} -c "{slow}"', "deps": ["a.in"], "outs": ["a.txt"]},
+    stages = {"a": {"cmd": f"{sys.executable} slow.py", "deps": ["a.in"], "outs": ["a.txt"]},
               "b": {"cmd": f'{sys.executable} -c "{copy}"', "deps": ["a.txt"], "outs": ["b.txt"]}}
     (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     (ws / "a.in").write_text("1")
