@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def check_api() -> str | None:
             "`prefect server start` or fix PREFECT_API_URL")
 
 
+def interrupt_as_termination(signum: int, frame: object) -> None:
+    """Ctrl-C (SIGINT) stops serving the way a service manager's SIGTERM does: through Prefect's
+    Runner.handle_sigterm, which cancels the runs in flight and then stops the polling loops.
+    Left to asyncio.run, the first SIGINT only cancels the main task (asyncio.runners._on_sigint;
+    a second one raises KeyboardInterrupt), and a cancel that the runner absorbed while starting
+    up was lost: `flows.deploy` went on serving (tests/server/test_cancel.py, SIGINT, 30 s)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path("."),
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"flows.deploy: {problem}")
     # Each served run imports the flow afresh in its own process: the timeout goes by environment.
     os.environ[TIMEOUT_ENV] = str(int(args.timeout_hours * 3600))
+    # Installed before serve(): asyncio.run then keeps it (it replaces only Python's default).
+    signal.signal(signal.SIGINT, interrupt_as_termination)
     serve(*build_deployments(args.workspace, None if args.no_schedule else args.cron,
                              args.timeout_hours, args.check_every))
 
