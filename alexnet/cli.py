@@ -121,10 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name: str, func: Callable[[argparse.Namespace], int | None], help: str,
               inputs: dict[str, str], outputs: dict[str, str],
-              state: dict[str, str] | None = None) -> argparse.ArgumentParser:
+              state: dict[str, str] | None = None,
+              listed: dict[str, str] | None = None) -> argparse.ArgumentParser:
         """A stage command; its path arguments are declared as inputs or outputs, so
         tests/unit/test_dvc_contract.py can check them against dvc.yaml's deps and outs. `state`
-        is a stage's own resume state, outside DVC (reused only when its fingerprint fits)."""
+        is a stage's own resume state, outside DVC (reused only when its fingerprint fits).
+        `listed` maps an input folder to the input listing (path, sha256) that names the files
+        the stage reads from it: dvc.yaml's dep is the listing, not the folder."""
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--params", type=Path, default=Path("params.yaml"))
         state = state or {}
@@ -134,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"{kind} (default: {default})")
         p.set_defaults(func=func, inputs=[f.replace("-", "_") for f in inputs],
                        outputs=[f.replace("-", "_") for f in outputs],
-                       state=[f.replace("-", "_") for f in state])
+                       state=[f.replace("-", "_") for f in state],
+                       listed={f.replace("-", "_"): v.replace("-", "_")
+                               for f, v in (listed or {}).items()})
         return p
 
     p = sub.add_parser("sample-data", help="write the built-in synthetic image set")
@@ -154,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("validate", cmd_validate, "decode every image; quarantine unusable ones",
               inputs={"raw": "data/raw", "manifest": "data/manifest.csv"},
               outputs={"validated": "data/validated.csv", "quarantine": "reports/quarantine.csv",
-                       "summary": "reports/validation.json", "verdicts": "data/verdicts.csv"})
+                       "summary": "reports/validation.json", "verdicts": "data/verdicts.csv"},
+              listed={"raw": "manifest"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
     stage("split", cmd_split, "assign train/val/test by content hash",
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("preprocess", cmd_preprocess, "resize once into the uint8 memmap cache",
               inputs={"raw": "data/raw", "splits": "data/splits.csv"},
-              outputs={"out": "data/cache", "summary": "reports/preprocess.json"})
+              outputs={"out": "data/cache", "summary": "reports/preprocess.json"},
+              listed={"raw": "splits"})
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
     stage("train", cmd_train, "train AlexNet with horovodrun (train.workers processes)",

@@ -53,6 +53,21 @@ def test_repro_then_noop_then_one_param(workspace):
     second = run(["dvc", "repro"], workspace)
     assert ran(second.stdout) == [] and "Data and pipelines are up to date" in second.stdout
 
+    # data/raw changed by hand (one image replaced, as an editor saves, one deleted): validate
+    # and preprocess depend on the manifest, not on data/raw (dvc.yaml), so it is ingest, whose
+    # out changed, that reruns and restores both from the source; the content is the recorded
+    # one again, and nothing downstream reruns.
+    replaced, deleted = sorted((workspace / "data/raw").rglob("*.jpg"))[:2]
+    original = replaced.read_bytes(), deleted.read_bytes()
+    replaced.unlink()
+    replaced.write_bytes(b"not the recorded image")
+    deleted.unlink()
+    assert "ingest" in run(["dvc", "status"], workspace).stdout
+    restored = run(["dvc", "repro"], workspace)
+    assert ran(restored.stdout) == ["ingest"]
+    assert (replaced.read_bytes(), deleted.read_bytes()) == original
+    assert "up to date" in run(["dvc", "status"], workspace).stdout
+
     # The documented way to change a param (README, "Overrides").
     third = run(["dvc", "exp", "run", "-S", "evaluate.batch_size=64"], workspace)
     assert ran(third.stdout)[0] == "evaluate"

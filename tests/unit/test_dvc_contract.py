@@ -23,7 +23,9 @@ import alexnet
 from alexnet import cli
 from alexnet.cli import build_parser
 from alexnet.fingerprint import module_closure, module_file
+from alexnet.ingest import MANIFEST_COLUMNS
 from alexnet.params import Params
+from alexnet.split import SPLIT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -93,9 +95,30 @@ def test_command_writes_exactly_the_declared_outs(stage):
 def test_command_reads_only_declared_deps(stage):
     ns = parsed(stage)
     # An input left out of the command (ingest's source) is read from the stage's params block.
-    read = {str(getattr(ns, dest) or PARAMS[stage][dest]) for dest in ns.inputs}
+    read = {str(getattr(ns, dest) or PARAMS[stage][dest]) for dest in ns.inputs
+            if dest not in ns.listed}
     deps = set(RESOLVED[stage]["deps"])
     assert read <= deps, read - deps
+
+
+# The listings a stage reads a folder's files through, and their columns.
+LISTING_COLUMNS = {"data/manifest.csv": MANIFEST_COLUMNS, "data/splits.csv": SPLIT_COLUMNS}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_folder_read_through_a_listing_is_not_a_dep_its_listing_is(stage):
+    """validate and preprocess read data/raw's files as a listing names them, by path and
+    sha256: their dep is the listing, not the 26,000-file folder that DVC walks and looks up
+    six times per dep and stage (issue 15). Sound because ingest writes data/raw and the
+    manifest together, and a data/raw changed outside it reruns ingest (its out changed),
+    which restores it (tests/integration/test_dvc_repro.py)."""
+    ns = parsed(stage)
+    deps = set(RESOLVED[stage]["deps"])
+    for folder, listing in ns.listed.items():
+        folder, listing = str(getattr(ns, folder)), str(getattr(ns, listing))
+        assert folder not in deps and listing in deps
+        assert {"path", "sha256"} <= set(LISTING_COLUMNS[listing])
+        assert any(folder in names(STAGES[s].get("outs")) for s in STAGES), folder
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
