@@ -143,9 +143,13 @@ def image_signature(head: bytes) -> str | None:
 def is_system_file(rel: PurePosixPath) -> bool:
     """OS litter and hidden files: Thumbs.db, .DS_Store, desktop.ini, AppleDouble `._*`, dot-files,
     and anything under a hidden or OS folder (__MACOSX, .git ...)."""
-    if rel.name.lower() in SYSTEM_FILES or rel.name.startswith("."):
+    if _is_system_name(rel.name):
         return True
     return any(p.startswith(".") or p.lower() in SYSTEM_DIRS for p in rel.parts[:-1])
+
+
+def _is_system_name(name: str) -> bool:
+    return name.lower() in SYSTEM_FILES or name.startswith(".")
 
 
 def has_image_extension(name: str) -> bool:
@@ -192,7 +196,7 @@ def label_for(rel: PurePosixPath, layout: Layout) -> tuple[str, str] | None:
 # --- layout detection: reads directory listings only ----------------------------------------
 
 def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
-    return [e for e in entries if not is_system_file(PurePosixPath(e.name))
+    return [e for e in entries if not _is_system_name(e.name)
             and e.name.lower() not in SYSTEM_DIRS]
 
 
@@ -379,9 +383,10 @@ def previous_copies(raw_dir: Path, manifest_path: Path,
             for r in read_csv(manifest_path)}
 
 
-def link_unchanged(src: Path, old: Path, dst: Path,
+def link_unchanged(s: os.stat_result, old: Path, dst: Path,
                    known: tuple[int, str, int | None] | None) -> tuple[int, str] | None:
-    """Hard-link the previous copy `old` to `dst` if `src` is unchanged since it was copied.
+    """Hard-link the previous copy `old` to `dst` if the source file whose lstat is `s` is
+    unchanged since it was copied.
 
     Unchanged means the size and modification time the manifest recorded for it (the test rsync
     and make use); then the recorded sha256 is reused and the file is neither read nor copied
@@ -392,7 +397,7 @@ def link_unchanged(src: Path, old: Path, dst: Path,
     if known is None:
         return None
     try:
-        s, o = src.stat(), old.stat()
+        o = old.stat()
     except OSError:
         return None
     recorded_mtime = known[2] if known[2] is not None else o.st_mtime_ns
@@ -414,9 +419,9 @@ def _walk_files(source: Path):
     listed, and skipped by the caller as not regular files."""
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames.sort()
-        base = Path(dirpath)
+        base = _rel(Path(dirpath), source)
         for name in sorted(filenames):
-            yield _rel(base / name, source)
+            yield base / name
 
 
 def source_classes(source: Path, layout: str = "auto") -> list[str]:
@@ -518,7 +523,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 # Taken before reading (lstat above): a change during the copy is seen by the
                 # next run.
                 mtime_ns = st.st_mtime_ns
-                copied = link_unchanged(source / rel, old_dir / rel, tmp / rel,
+                copied = link_unchanged(st, old_dir / rel, tmp / rel,
                                         previous.get(rel.as_posix()))
                 linked += copied is not None
                 copied = copied or copy_if_image(source / rel, tmp / rel, by_extension,

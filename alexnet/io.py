@@ -200,12 +200,23 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
     A hard link (following a symlink, e.g. a DVC cache link, to its target) where possible, else
     a copy. Only for files nobody modifies in place: every output here is replaced, never edited.
     """
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _link_or_copy(src, dst)
+    except FileNotFoundError:
+        # The folder is created on the first file into it, not checked for every file (a
+        # folder of 25,000 images made that 25,000 mkdir calls).
+        parent = Path(dst).parent
+        if parent.is_dir():  # it is `src` that is missing
+            raise
+        parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
     try:
         os.link(src, dst, follow_symlinks=True)
-    except FileExistsError:  # copying over it could write through a link into another file
-        raise
+    except (FileExistsError, FileNotFoundError):  # copying over a file could write through a
+        raise                                      # link into another one
     except OSError:  # another filesystem, or one without hard links
         shutil.copyfile(src, dst)
 
@@ -246,11 +257,10 @@ def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path | None:
     try:
         with atomic_dir(kept) as tmp:
             for dirpath, _dirnames, filenames in os.walk(path):
+                into = tmp / Path(dirpath).relative_to(path)
                 for name in filenames:
-                    src = Path(dirpath, name)
-                    rel = src.relative_to(path)
-                    if rel.as_posix() != OUTPUT_MARKER:  # atomic_dir wrote the twin's own
-                        link_or_copy(src, tmp / rel)
+                    if dirpath != str(path) or name != OUTPUT_MARKER:  # the twin has its own
+                        link_or_copy(os.path.join(dirpath, name), into / name)
             for name, src in (extra or {}).items():
                 link_or_copy(src, tmp / name)
     except OutputError:
