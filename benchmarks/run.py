@@ -407,8 +407,9 @@ def render(data: dict) -> str:
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}; {m['cpu_flags']}), {m['mem_gib']} GiB RAM, "
         f"{m['os']}; load average (1 min) {m['load_avg_1min_at_start']:.2f} at start, "
         + (f"{data['load_avg_end'][0]:.2f} at the end; " if "load_avg_end" in data else "")
-        + "per row in results.json (`load_avg_after`). Shared machine: other jobs ran during "
-        "the run, so absolute rates are low; each ratio's two sides ran side by side",
+        + "per row in results.json (`load_avg_after`): they show what else ran (above ~1, "
+        "other jobs shared the cores and absolute rates are low); each ratio's two sides ran "
+        "side by side",
         f"- Date: {m['date']}; Python {m['python']}, " +
         ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- Command: `python -m benchmarks.run{' --quick' if data['quick'] else ''}"

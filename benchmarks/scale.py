@@ -243,7 +243,8 @@ def report(r: dict) -> str:
         f"(227 px), this checkout's dvc.yaml and .dvc/config, `dvc repro preprocess` as a user "
         f"runs it. {m['date']}, {m['nproc']} cores ({m['cpu']}), load average "
         f"{m['load_avg_1min_at_start']} at the start, {r.get('load_avg_at_end')} at the end "
-        "(other jobs shared the machine: times are wall seconds under that load).",
+        "(wall seconds; the load averages show what else ran, and the ratio to cold depends "
+        "on it: cold uses both cores, an incremental run mostly one).",
         "",
         "| `dvc repro preprocess` | seconds | stages run (seconds each, command + DVC caching its outs) |",
         "| --- | --- | --- |",
