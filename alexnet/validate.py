@@ -319,7 +319,8 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
     workers = max(1, workers or os.cpu_count() or 1)
     rules = dataset_rules(rows)
     known = read_memo(memo_path, params)
-    todo = {_memo_key(r): r for r in rows if _memo_key(r) not in known}  # one decode per content
+    keys = [_memo_key(r) for r in rows]
+    todo = {k: r for k, r in zip(keys, rows) if k not in known}  # one decode per content
     decoded = _verdicts(raw_dir, list(todo.values()), params, workers)
     fresh = dict(zip(todo, tqdm(decoded, total=len(todo), desc="validate", unit="img",
                                 file=sys.stderr, disable=not sys.stderr.isatty())))
@@ -336,8 +337,8 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
         quarantine_w = csv.DictWriter(qf, fieldnames=QUARANTINE_COLUMNS)
         accepted_w.writeheader()
         quarantine_w.writeheader()
-        for row in rows:
-            verdict = verdict_of[_memo_key(row)]
+        for row, key in zip(rows, keys):
+            verdict = verdict_of[key]
             # A file's own defect comes first; the data-set rules apply to decodable images.
             reason, detail = (verdict.reason, verdict.detail) if not verdict.ok \
                 else rules.get(row["path"], ("", ""))
@@ -356,7 +357,7 @@ def validate(raw_dir: Path, manifest_path: Path, validated_path: Path, quarantin
                                  "notes": ";".join(verdict.notes)})
 
     if memo_path is not None:
-        write_memo(memo_path, {_memo_key(r): verdict_of[_memo_key(r)] for r in rows}, params)
+        write_memo(memo_path, {k: verdict_of[k] for k in keys}, params)
 
     summary = summarise(len(rows), by_reason, notes, per_class)
     write_json(summary_path, summary)
