@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
-from alexnet.io import (atomic_dir, atomic_path, check_output_dir, keep, link_or_copy,
-                        previous_output, read_csv, write_csv, write_json)
+from alexnet.io import (atomic_dir, atomic_path, check_output_dir, file_sha256, keep,
+                        link_or_copy, previous_output, read_csv, write_csv, write_json)
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
@@ -389,9 +389,11 @@ def link_unchanged(s: os.stat_result, old: Path, dst: Path,
     unchanged since it was copied.
 
     Unchanged means the size and modification time the manifest recorded for it (the test rsync
-    and make use); then the recorded sha256 is reused and the file is neither read nor copied
-    again. The manifest, not the copy's own mtime: a copy DVC restored (`dvc checkout`) or
-    replaced (its unprotect) has a new mtime.
+    and make use); then the recorded sha256 is reused and the file is not copied again. The copy
+    itself is trusted as it is when it still has the mtime ingest gave it (the source's, which
+    DVC's hard links keep); a copy with another one (one `dvc pull` wrote, or one edited in
+    place) is read, and linked only if its sha256 is the manifest's: validate and preprocess
+    depend on the manifest, not on data/raw, and must never see other bytes under its sha256.
     Returns (size, sha256), or None when it must be copied.
     """
     if known is None:
@@ -403,6 +405,12 @@ def link_unchanged(s: os.stat_result, old: Path, dst: Path,
     recorded_mtime = known[2] if known[2] is not None else o.st_mtime_ns
     if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == recorded_mtime):
         return None
+    if o.st_mtime_ns != recorded_mtime:
+        try:
+            if file_sha256(old) != known[1]:
+                return None
+        except OSError:
+            return None
     link_or_copy(old, dst)
     return known[0], known[1]
 

@@ -39,8 +39,9 @@ def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
 
 def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp_path):
     """With DVC's linked cache, `dvc repro` first replaces each file of a persist output by a
-    plain copy (`unprotect`: new inode, new mtime). Unchanged source files must still be linked,
-    not read and copied again: ingest compares the source with what the manifest recorded."""
+    plain copy (`unprotect`: new inode, new mtime; `dvc pull` writes such copies too). Unchanged
+    source files must still be linked, not copied again: ingest compares the source with what the
+    manifest recorded, and a copy with a new mtime with the manifest's sha256."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
     for i in range(3):
         image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
@@ -87,6 +88,32 @@ def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_out
     kept = tmp_path / "data/.raw.kept"
     assert (kept / "cats/new.jpg").stat().st_ino == (raw / "cats/new.jpg").stat().st_ino
     assert read_csv(kept / ".manifest.csv") == read_csv(manifest)
+
+
+def test_a_copy_edited_in_place_is_copied_again_not_linked(tmp_path):
+    """A copy in data/raw written into (same size, so the manifest's size check passes), then
+    `dvc repro` deleting data/raw: the twin holds the same edited inode. validate and preprocess
+    depend on the manifest, not on data/raw, so ingest must not link the edited bytes back under
+    the old sha256: a copy whose mtime is not the one ingest gave it is read and checked."""
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    for i in range(3):
+        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
+        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    manifest = tmp_path / "data/manifest.csv"
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    before = read_csv(manifest)
+    edited = raw / "cats/0.jpg"
+    with open(edited, "r+b") as fh:  # same size, other bytes
+        fh.seek(-3, os.SEEK_END)
+        fh.write(b"\x00\x00\x00")
+    assert edited.read_bytes() != (src / "cats/0.jpg").read_bytes()
+    shutil.rmtree(raw)  # what `dvc repro` does to a stage's outs before running it
+
+    ingest(src, *args)
+
+    assert (raw / "cats/0.jpg").read_bytes() == (src / "cats/0.jpg").read_bytes()
+    assert read_csv(manifest) == before
 
 
 def test_a_foreign_folder_at_the_twin_path_costs_reuse_not_the_run(tmp_path, caplog):
