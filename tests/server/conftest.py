@@ -27,8 +27,35 @@ def free_port() -> int:
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     # Own process group, so stopping it also stops the subprocesses it started.
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with sigint_at_default_in_children():
+        return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _swallow(signum, frame) -> None:
+    """SIGINT meanwhile in this process: ignored, as it was."""
+
+
+@contextlib.contextmanager
+def sigint_at_default_in_children():
+    """Processes started meanwhile get SIGINT at its default even if this process ignores it.
+
+    A non-interactive shell's `cmd &` (CI, scripts) starts pytest with SIGINT ignored, and an
+    ignored signal stays ignored through fork and exec. Prefect's worker turns SIGTERM into a
+    SIGINT to itself, whose handler puts back the disposition it found (ignored) and sends it
+    again (prefect.utilities.processutils.setup_signal_handlers_worker): the worker ignored
+    `stop`'s SIGTERM and was SIGKILLed 30 s later, its flow runs left behind. A caught
+    signal is reset to its default by exec: a handler that does nothing is installed meanwhile.
+    The children have a session of their own, out of reach of a terminal's Ctrl-C, which is
+    what the shell's ignoring protects against."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, _swallow)  # only in the main thread, as fixtures run
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop(proc: subprocess.Popen) -> None:

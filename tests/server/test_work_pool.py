@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import sys
 import time
 
@@ -34,9 +35,12 @@ def pool_server(tmp_path):
             tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=pg.url) as env:
         run([PREFECT, "work-pool", "create", POOL, "--type", "process"], tmp_path, env=env)
         log = tmp_path / "worker.log"
-        # Polls every 2 s instead of 10 s, only to keep the tests short.
-        worker = start([PREFECT, "worker", "start", "--pool", POOL],
-                       {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, log)
+        # Polls every 2 s instead of 10 s, only to keep the tests short. Started as when pytest
+        # itself was started by a shell's `cmd &` without job control (CI, scripts): with SIGINT
+        # ignored, which children inherit (see `start`).
+        with sigint_ignored():
+            worker = start([PREFECT, "worker", "start", "--pool", POOL],
+                           {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, log)
         try:
             def online():
                 with sync_client(env["PREFECT_API_URL"]) as client:
@@ -46,6 +50,18 @@ def pool_server(tmp_path):
             yield env, worker, log, pg
         finally:
             stop_with_its_runs(worker)
+        # Stopped by its SIGTERM, not SIGKILLed after `stop`'s 30 s (which leaves its runs).
+        assert worker.returncode != -signal.SIGKILL, log.read_text()[-3000:]
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored in this process meanwhile, as a non-interactive shell's `cmd &` leaves it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop_with_its_runs(worker) -> None:
