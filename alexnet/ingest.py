@@ -19,6 +19,7 @@ the source is only ever read. Whether a file is really a decodable image is `val
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -392,27 +393,34 @@ def link_unchanged(s: os.stat_result, old: Path, dst: Path,
     and make use); then the recorded sha256 is reused and the file is not copied again. The copy
     itself is trusted as it is when it still has the mtime ingest gave it (the source's, which
     DVC's hard links keep); a copy with another one (one `dvc pull` wrote, or one edited in
-    place) is read, and linked only if its sha256 is the manifest's: validate and preprocess
-    depend on the manifest, not on data/raw, and must never see other bytes under its sha256.
+    place) is read, and linked only if its sha256 is the manifest's (then given that mtime
+    back, so it is read once): validate and preprocess depend on the manifest, not on data/raw,
+    and must never see other bytes under its sha256. A manifest without mtimes (written before
+    that column existed) reuses nothing.
     Returns (size, sha256), or None when it must be copied.
     """
-    if known is None:
+    if known is None or known[2] is None:  # a manifest without mtimes: copy
         return None
+    size, sha, mtime = known
     try:
         o = old.stat()
     except OSError:
         return None
-    recorded_mtime = known[2] if known[2] is not None else o.st_mtime_ns
-    if not (s.st_size == o.st_size == known[0] and s.st_mtime_ns == recorded_mtime):
+    if not (s.st_size == o.st_size == size and s.st_mtime_ns == mtime):
         return None
-    if o.st_mtime_ns != recorded_mtime:
+    if o.st_mtime_ns != mtime:
         try:
-            if file_sha256(old) != known[1]:
+            if file_sha256(old) != sha:
                 return None
         except OSError:
             return None
+        # Its bytes are the manifest's: given back the mtime ingest gives its copies, it is
+        # trusted unread from now on (metadata only; a file we cannot touch stays as it is, and
+        # is read again next time).
+        with contextlib.suppress(OSError):
+            os.utime(old, ns=(o.st_atime_ns, mtime))
     link_or_copy(old, dst)
-    return known[0], known[1]
+    return size, sha
 
 
 def _sniff(path: Path) -> str | None:

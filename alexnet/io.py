@@ -219,6 +219,8 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
         raise                                      # link into another one
     except OSError:  # another filesystem, or one without hard links
         shutil.copyfile(src, dst)
+        st = os.stat(src)  # with the source's mtime, as a link would have: ingest trusts a
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # copy unread by its mtime
 
 
 def kept_dir(path: str | Path) -> Path:

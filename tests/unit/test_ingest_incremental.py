@@ -62,6 +62,10 @@ def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp
     assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
     assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
     assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()
+    # Checked once: each copy now has the mtime the manifest records, so the next run trusts it
+    # without reading it again.
+    for row in read_csv(tmp_path / "manifest.csv"):
+        assert (raw / row["path"]).stat().st_mtime_ns == int(row["mtime_ns"]), row["path"]
 
 
 def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):

@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +73,28 @@ def test_link_or_copy_links_and_never_writes_over_a_file(tmp_path):
     with pytest.raises(FileExistsError):
         link_or_copy(other, tmp_path / "sub/b.npy")
     assert src.read_bytes() == b"pixels"
+
+
+def test_link_or_copy_across_filesystems_copies_with_the_source_mtime(tmp_path):
+    """Where a hard link is impossible (another filesystem), the copy keeps the source's mtime:
+    ingest trusts a previous copy without reading it only while it has the mtime ingest gave it."""
+    from alexnet.io import link_or_copy
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to copy across")
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"image")
+    os.utime(src, ns=(10**18, 10**18 + 123))
+    other = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        link_or_copy(src, other / "sub/a.jpg")
+        copied = (other / "sub/a.jpg").stat()
+        assert copied.st_ino != src.stat().st_ino and copied.st_dev != src.stat().st_dev
+        assert (other / "sub/a.jpg").read_bytes() == b"image"
+        assert copied.st_mtime_ns == 10**18 + 123
+    finally:
+        shutil.rmtree(other)
 
 
 # Writes every kind of atomic output, then prints the mode of each (run under a given umask).
