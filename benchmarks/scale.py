@@ -242,7 +242,7 @@ def report(r: dict) -> str:
         f"{r['images']:,} generated Kaggle-sized JPEGs ({r['source_mb']:.0f} MB), default params "
         f"(227 px), this checkout's dvc.yaml and .dvc/config, `dvc repro preprocess` as a user "
         f"runs it. {m['date']}, {m['nproc']} cores ({m['cpu']}), load average "
-        f"{m['load_avg_1min_at_start']} at the start, {r.get('load_avg_at_end')} at the end "
+        f"{m['load_avg_1min_at_start']:.2f} at the start, {r.get('load_avg_at_end')} at the end "
         "(wall seconds; the load averages show what else ran, and the ratio to cold depends "
         "on it: cold uses both cores, an incremental run mostly one).",
         "",

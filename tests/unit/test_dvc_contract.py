@@ -120,7 +120,8 @@ def test_a_folder_read_through_a_listing_is_not_a_dep_its_listing_is(stage):
     manifest together, and a data/raw changed outside it reruns ingest (its out changed),
     which restores it (tests/integration/test_dvc_repro.py). The stage also depends on a
     listing written beside the folder by the stage that writes it (ingest's manifest): DVC
-    read-locks it while the command runs, so no `dvc repro` beside it replaces the folder."""
+    read-locks it while the command runs, so no `dvc repro` beside it replaces the folder (it
+    stops with "is busy")."""
     ns = parsed(stage)
     deps = set(RESOLVED[stage]["deps"])
     for folder, listing in ns.listed.items():
