@@ -15,11 +15,16 @@ def image(path, colour):
     Image.new("RGB", (40, 30), colour).save(path, "JPEG")
 
 
-def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
-    src, raw = tmp_path / "src", tmp_path / "data/raw"
+def six_images(src):
+    """Three images in each of two class folders, all different."""
     for i in range(3):
         image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
         image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+
+
+def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
+    src, raw = tmp_path / "src", tmp_path / "data/raw"
+    six_images(src)
     args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
     inode = {p: (raw / p).stat().st_ino for p in ("cats/0.jpg", "dogs/1.jpg")}
@@ -43,9 +48,7 @@ def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp
     source files must still be linked, not copied again: ingest compares the source with what the
     manifest recorded, and a copy with a new mtime with the manifest's sha256."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
-    for i in range(3):
-        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
-        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    six_images(src)
     args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
     for path in [p for p in raw.rglob("*.jpg")]:  # what DVC's unprotect does to each file
@@ -74,9 +77,7 @@ def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_out
     out, which DVC leaves, but it is removed here too: the twin's own copy of the manifest, written
     with its files, is what says which of them are unchanged."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
-    for i in range(3):
-        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
-        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    six_images(src)
     manifest = tmp_path / "data/manifest.csv"
     args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
@@ -100,9 +101,7 @@ def test_a_copy_edited_in_place_is_copied_again_not_linked(tmp_path):
     depend on the manifest, not on data/raw, so ingest must not link the edited bytes back under
     the old sha256: a copy whose mtime is not the one ingest gave it is read and checked."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
-    for i in range(3):
-        image(src / "cats" / f"{i}.jpg", (50 + i, 0, 0))
-        image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
+    six_images(src)
     manifest = tmp_path / "data/manifest.csv"
     args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
