@@ -112,7 +112,7 @@ class Bench:
     def row3(self) -> dict:
         runs: dict[str, list] = {"ours": [], "reference": []}
         self.cache()  # builds tmp/base, whose train split both sides use
-        files = pipeline_rows.split_files(self.tmp / "base")
+        files = pipeline_rows.split_files(self.tmp / "base", self.source)
         for i in range(max(1, self.s["repeats"] - 1)):
             for kind in (("ours", "reference") if i % 2 == 0 else ("reference", "ours")):
                 # The same images on both sides: the train split our loader iterates.
