@@ -421,7 +421,8 @@ class _Packs:
         for name, rows in sorted(self.rows.items()):
             recorded = self.recorded[name]
             if 2 * sum(int(r["bytes"]) for r in rows) >= recorded.image_bytes:
-                link_or_copy(self.old_dir / name, into / name)
+                if not (into / name).exists():  # else written again, byte for byte (its name)
+                    link_or_copy(self.old_dir / name, into / name)
                 linked[name] = recorded
                 continue
             for row in rows:

@@ -33,8 +33,8 @@ from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint
 from alexnet.images import load_rgb, resize
 from alexnet.io import atomic_dir, keep, link_or_copy, previous_output, read_csv, write_json
-from alexnet.parallel import mapper
 from alexnet.packs import Member, members
+from alexnet.parallel import mapper
 from alexnet.params import PreprocessParams
 
 _logger = logging.getLogger(__name__)
