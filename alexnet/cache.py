@@ -6,7 +6,7 @@ Layout (written by `alexnet preprocess`, read by train and evaluate):
     data/cache/<split>/images-00000.npy  uint8 [n, size, size, 3], at most shard_size images
     data/cache/<split>/labels.npy        int32 [N], index into index.json's "classes"
     data/cache/<split>/sha256.npy        <U64 [N], content hash of the source file
-    data/cache/<split>/paths.npy         <U    [N], path of the source file under data/raw
+    data/cache/<split>/paths.npy         <U    [N], the image's path (the manifest's, in the source)
     data/cache/<split>/location.npy      int64 [N, 2], (shard, row) holding each image's pixels
 
 Image i of a split is the i-th path in sorted order, whatever the history of the cache: that

@@ -3,7 +3,7 @@
     fingerprint("alexnet.preprocess", {"image_size": 227, "resize": "squash"})  # sha256 hex
 
 Five places reuse earlier work instead of redoing it: resume checkpoints (distributed.py), the
-preprocess cache's kept shards, validate's verdict memo, ingest's hard-linked copies and the
+preprocess cache's kept shards, validate's verdict memo, ingest's kept packs and the
 new-data checker's hashes (flows/check_new_data.py). Each may reuse its state only if it was
 produced by the same params, from the same inputs, by the same code. DVC reruns a stage when a
 dependency changes, but the stage itself must then not pick up state the old code wrote: so the

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,8 +30,9 @@ DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 BAND_PIXELS = 1 << 22  # pixels per band when scaling a deep greyscale image
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open `path` lazily with the accepted decoders only (OPEN_FORMATS), whatever its name.
+def open_image(path: str | Path | BinaryIO) -> Image.Image:
+    """Open `path` (a file name or a file object) lazily with the accepted decoders only
+    (OPEN_FORMATS), whatever its name.
 
     Raises:
         PIL.UnidentifiedImageError: the content is none of OPEN_FORMATS.
@@ -70,7 +71,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int | None = None,
+def load_rgb(path: str | Path | BinaryIO, max_pixels: int | None = None,
              draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Fully decode `path` to an RGB image (first frame, EXIF orientation applied).
 
@@ -96,7 +97,7 @@ def load_rgb(path: str | Path, max_pixels: int | None = None,
         return _decode(path, max_pixels, draft_size)
 
 
-def _decode(path: str | Path, max_pixels: int | None,
+def _decode(path: str | Path | BinaryIO, max_pixels: int | None,
             draft_size: tuple[int, int] | None) -> Image.Image:
     with open_image(path) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:

@@ -9,9 +9,12 @@ single-child folders (Kaggle's `training_set/training_set/`):
 - kaggle_flat:   SOURCE/train/<label>.<n>.jpg        (label = name before the first dot;
                  unlabelled folders such as test1/ are counted and ignored)
 
-Class names come from the data. Files are copied byte for byte (size and sha256 computed while
-copying, each file read once); raw_dir is rebuilt in a temporary directory and renamed into place;
-the source is only ever read. Whether a file is really a decodable image is `validate`'s job.
+Class names come from the data. Files are copied byte for byte into packs, a few tar files
+(alexnet.packs: DVC tracks a handful of files, not one per image), each file read once for its
+size and sha256; a file unchanged since the last run (same size and mtime) is not read again, its
+image stays in the previous run's pack. raw_dir is rebuilt in a temporary directory and renamed
+into place; the source is only ever read. Whether a file is really a decodable image is
+`validate`'s job.
 
     >>> ingest(Path("data/sample"), Path("data/raw"), Path("data/manifest.csv"),
     ...        Path("reports/ingest.json"), IngestParams())
@@ -19,7 +22,6 @@ the source is only ever read. Whether a file is really a decodable image is `val
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -32,14 +34,18 @@ from typing import BinaryIO
 
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
-from alexnet.io import (atomic_dir, atomic_path, check_output_dir, file_sha256, keep,
-                        link_or_copy, previous_output, read_csv, write_csv, write_json)
+from alexnet.io import (atomic_dir, atomic_path, check_output_dir, keep, link_or_copy,
+                        previous_output, read_csv, write_csv, write_json)
+from alexnet.packs import (PACK_NAME, Member, PackInfo, PackWriter, pack_intact, read_index,
+                           trusted_packs, write_index, write_packs_listing)
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
 
-# mtime_ns: the source file's modification time when it was copied; the next run links the
-# copy instead of reading the file again when the source still has this size and mtime.
+# mtime_ns: the source file's modification time when it was read; the next run reuses the image
+# in its pack instead of reading the file again when the source still has this size and mtime.
+# Where the bytes are is not the manifest's business but raw_dir's index (alexnet.packs), so the
+# manifest depends on the source only, not on which run read which file.
 MANIFEST_COLUMNS = ("path", "label", "split_hint", "bytes", "sha256", "mtime_ns")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", ".ds_store", "desktop.ini"})
@@ -331,96 +337,106 @@ def _rel(path: Path, source: Path) -> PurePosixPath:
     return PurePosixPath(path.relative_to(source).as_posix())
 
 
-# --- copying: the I/O edge ------------------------------------------------------------------
+# --- reading: the I/O edge ------------------------------------------------------------------
 
-def copy_if_image(src: Path, dst: Path, by_extension: bool,
-                  max_bytes: int | None = None) -> tuple[int, str] | None:
-    """Copy `src` to `dst` byte for byte, returning (size, sha256); read once, in chunks.
+def read_if_image(src: Path, by_extension: bool, max_bytes: int | None = None) -> bytes | None:
+    """The bytes of `src`, read once, in chunks.
 
-    Unless `by_extension`, the file is copied only if its first bytes are an image signature;
-    otherwise nothing is written and None is returned. `src` must be a regular file, opened
-    without following links (NotRegularFile otherwise); TooLarge if it holds more than
-    `max_bytes` (nothing is left at `dst`).
+    Unless `by_extension`, only a file whose first bytes are an image signature is read on;
+    otherwise None is returned. `src` must be a regular file, opened without following links
+    (NotRegularFile otherwise); TooLarge if it holds more than `max_bytes`.
     """
-    digest, size = hashlib.sha256(), 0
+    chunks, size = [], 0
     with open_regular(src) as fin:
         chunk = fin.read(CHUNK)
         if not by_extension and image_signature(chunk[:16]) is None:
             return None
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with open(dst, "wb") as fout:
-            while chunk:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:  # it grew since its lstat
-                    fout.close()
-                    dst.unlink()
-                    raise TooLarge(src)
-                digest.update(chunk)
-                fout.write(chunk)
-                chunk = fin.read(CHUNK)
-        st = os.fstat(fin.fileno())
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # lets the next run spot it unchanged
-    return size, digest.hexdigest()
+        while chunk:
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:  # it grew since its lstat
+                raise TooLarge(src)
+            chunks.append(chunk)
+            chunk = fin.read(CHUNK)
+    return b"".join(chunks)
 
 
-def copies_fingerprint(params: IngestParams) -> str:
-    """What produced the copies in raw_dir and their recorded sha256: params and this code."""
+def raw_fingerprint(params: IngestParams) -> str:
+    """What wrote raw_dir's packs and index and the manifest's sha256s: params and this code."""
     return fingerprint("alexnet.ingest", params)
 
 
-def previous_copies(raw_dir: Path, manifest_path: Path,
-                    params: IngestParams) -> dict[str, tuple[int, str, int | None]]:
-    """path -> (bytes, sha256, source mtime_ns) from the previous run's manifest; empty if there
-    is none or if other code or params wrote it (raw_dir's stamp, alexnet.fingerprint). mtime is
-    None in a manifest written before that column existed."""
+def previous_rows(raw_dir: Path, manifest_path: Path, params: IngestParams) -> dict[str, dict]:
+    """path -> manifest row of the previous run, with where raw_dir's index says its image is
+    (pack, offset); empty if there is none or if other code or params wrote it (raw_dir's stamp,
+    alexnet.fingerprint). A row the index does not hold with the same sha256 is left out."""
     if not (raw_dir.is_dir() and manifest_path.is_file()):
         return {}
-    if read_stamp(raw_dir) != copies_fingerprint(params):
-        _logger.info("ingest: %s was written by other code or params: copying every file",
+    if read_stamp(raw_dir) != raw_fingerprint(params):
+        _logger.info("ingest: %s was written by other code or params: reading every file",
                      raw_dir)
         return {}
-    return {r["path"]: (int(r["bytes"]), r["sha256"],
-                        int(r["mtime_ns"]) if r.get("mtime_ns") else None)
-            for r in read_csv(manifest_path)}
+    index = read_index(raw_dir)
+    return {r["path"]: {**r, "pack": i["pack"], "offset": i["offset"]}
+            for r in read_csv(manifest_path)
+            if (i := index.get(r["path"])) is not None and i["sha256"] == r["sha256"]}
 
 
-def link_unchanged(s: os.stat_result, old: Path, dst: Path,
-                   known: tuple[int, str, int | None] | None) -> tuple[int, str] | None:
-    """Hard-link the previous copy `old` to `dst` if the source file whose lstat is `s` is
-    unchanged since it was copied.
+def unchanged(s: os.stat_result, known: dict | None) -> bool:
+    """Whether the source file whose lstat is `s` still has the size and modification time the
+    previous manifest recorded for it (the test rsync and make use): then it is not read again."""
+    return (known is not None and str(s.st_size) == known.get("bytes")
+            and str(s.st_mtime_ns) == known.get("mtime_ns"))
 
-    Unchanged means the size and modification time the manifest recorded for it (the test rsync
-    and make use); then the recorded sha256 is reused and the file is not copied again. The copy
-    itself is trusted as it is when it still has the mtime ingest gave it (the source's, which
-    DVC's hard links keep); a copy with another one (one `dvc pull` wrote, or one edited in
-    place) is read, and linked only if its sha256 is the manifest's (then given that mtime
-    back, so it is read once): validate and preprocess depend on the manifest, not on data/raw,
-    and must never see other bytes under its sha256. A manifest without mtimes (written before
-    that column existed) reuses nothing.
-    Returns (size, sha256), or None when it must be copied.
-    """
-    if known is None or known[2] is None:  # a manifest without mtimes: copy
-        return None
-    size, sha, mtime = known
-    try:
-        o = old.stat()
-    except OSError:
-        return None
-    if not (s.st_size == o.st_size == size and s.st_mtime_ns == mtime):
-        return None
-    if o.st_mtime_ns != mtime:
-        try:
-            if file_sha256(old) != sha:
-                return None
-        except OSError:
-            return None
-        # Its bytes are the manifest's: given back the mtime ingest gives its copies, it is
-        # trusted unread from now on (metadata only; a file we cannot touch stays as it is, and
-        # is read again next time).
-        with contextlib.suppress(OSError):
-            os.utime(old, ns=(o.st_atime_ns, mtime))
-    link_or_copy(old, dst)
-    return size, sha
+
+class _Packs:
+    """The previous run's packs that images of this run still use, each checked once
+    (alexnet.packs.pack_intact), and which rows use them."""
+
+    def __init__(self, old_dir: Path) -> None:
+        self.old_dir, self.recorded = old_dir, trusted_packs(old_dir)
+        self.intact: dict[str, bool] = {}
+        self.rows: dict[str, list[dict]] = {}
+
+    def reuse(self, row: dict, known: dict) -> bool:
+        """Point `row` at its image in the previous pack `known` names, if that pack is
+        intact."""
+        name = known["pack"]
+        if not PACK_NAME.fullmatch(name):
+            return False
+        if name not in self.intact:
+            self.intact[name] = pack_intact(self.old_dir / name, self.recorded.get(name))
+        if not self.intact[name]:
+            return False
+        row.update(bytes=known["bytes"], sha256=known["sha256"], pack=name,
+                   offset=known["offset"])
+        self.rows.setdefault(name, []).append(row)
+        return True
+
+    def carry_over(self, into: Path, writer: PackWriter, source: Path) -> dict[str, PackInfo]:
+        """Link each used previous pack into `into`, or, when images no longer listed make up
+        more than half of its image bytes, write its images into new packs instead (read from
+        it, checked against their sha256; from the source if it no longer holds them). Returns
+        the linked packs."""
+        linked = {}
+        for name, rows in sorted(self.rows.items()):
+            recorded = self.recorded[name]
+            if 2 * sum(int(r["bytes"]) for r in rows) >= recorded.image_bytes:
+                if not (into / name).exists():  # else written again, byte for byte (its name)
+                    link_or_copy(self.old_dir / name, into / name)
+                linked[name] = recorded
+                continue
+            for row in rows:
+                try:
+                    data = Member.of(self.old_dir, row).read()
+                except DataError:  # changed in place under its recorded mtime
+                    try:
+                        data = read_if_image(source / row["path"], True)
+                    except (OSError, TooLarge) as exc:
+                        raise DataError(f"{source / row['path']}: cannot read source file: "
+                                        f"{exc}") from exc
+                    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+                writer.add(row, data, int(row["mtime_ns"]))
+        return linked
 
 
 def _sniff(path: Path) -> str | None:
@@ -465,10 +481,12 @@ def _check_paths(source: Path, raw_dir: Path) -> None:
 
 def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
            params: IngestParams) -> dict:
-    """Copy every labelled image candidate of `source` into `raw_dir` and write the manifest.
+    """Copy every labelled image candidate of `source` into packs in `raw_dir` and write the
+    manifest.
 
-    Manifest CSV (sorted by path): path (posix, relative to raw_dir), label, split_hint
-    ("" | "train" | "test"), bytes, sha256.
+    Manifest CSV (sorted by path): path (posix, relative to `source`: the image's name),
+    label, split_hint ("" | "train" | "test"), bytes, sha256, mtime_ns (the source file's).
+    raw_dir's index.csv says in which pack each image is, and where (alexnet.packs).
 
     Returns:
         the summary written to `summary_path`: layout, classes, files_seen, ingested,
@@ -480,19 +498,21 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     _check_paths(source, raw_dir)
     layout = detect_layout(source, params.layout)
 
-    # The previous copies: raw_dir, or after `dvc repro` removed it, its kept twin (io.keep).
+    # The previous packs: raw_dir, or after `dvc repro` removed it, its kept twin (io.keep).
     old_dir = previous_output(raw_dir)
-    previous = previous_copies(old_dir, manifest_path if old_dir == raw_dir
-                               else old_dir / KEPT_MANIFEST, params)
+    previous = previous_rows(old_dir, manifest_path if old_dir == raw_dir
+                             else old_dir / KEPT_MANIFEST, params)
+    old_packs = _Packs(old_dir)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
     classes_checked: set[str] = set()
-    seen = linked = 0
+    seen = reused = 0
     # The manifest is written inside the raw_dir block: data/raw and the manifest are replaced
     # together (raw first, the manifest right after), or neither is if anything fails.
     check_output_dir(raw_dir)  # refused before anything is created beside it
-    with atomic_path(manifest_path) as manifest_tmp, atomic_dir(raw_dir) as tmp:
-        write_stamp(tmp, copies_fingerprint(params))
+    with atomic_path(manifest_path) as manifest_tmp, atomic_dir(raw_dir) as tmp, \
+            PackWriter(tmp) as writer:
+        write_stamp(tmp, raw_fingerprint(params))
         for rel in _walk_files(source):
             seen += 1
             if is_system_file(rel):
@@ -535,15 +555,17 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 _logger.warning("ingest: skipping %s: %d bytes > ingest.max_bytes %d",
                                 source / rel, st.st_size, params.max_bytes)
                 continue
+            # Taken before reading (lstat above): a change during the read is seen by the next
+            # run.
+            row = {"path": rel.as_posix(), "label": labelled[0], "split_hint": labelled[1],
+                   "mtime_ns": st.st_mtime_ns}
+            known = previous.get(row["path"])
+            if unchanged(st, known) and old_packs.reuse(row, known):
+                reused += 1
+                rows.append(row)
+                continue
             try:
-                # Taken before reading (lstat above): a change during the copy is seen by the
-                # next run.
-                mtime_ns = st.st_mtime_ns
-                copied = link_unchanged(st, old_dir / rel, tmp / rel,
-                                        previous.get(rel.as_posix()))
-                linked += copied is not None
-                copied = copied or copy_if_image(source / rel, tmp / rel, by_extension,
-                                                 params.max_bytes)
+                data = read_if_image(source / rel, by_extension, params.max_bytes)
             except NotRegularFile:  # replaced by a link or a fifo since its lstat
                 ignored[IGNORED_SPECIAL] += 1
                 continue
@@ -552,24 +574,28 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
                 continue
             except OSError as exc:
                 raise DataError(f"{source / rel}: cannot read source file: {exc}") from exc
-            if copied is None:
+            if data is None:
                 ignored[IGNORED_NOT_IMAGE] += 1
                 continue
-            size, sha = copied
-            rows.append({"path": rel.as_posix(), "label": labelled[0],
-                         "split_hint": labelled[1], "bytes": size, "sha256": sha,
-                         "mtime_ns": mtime_ns})
+            row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            writer.add(row, data, st.st_mtime_ns)
+            rows.append(row)
         if not rows:
             raise DataError(f"{source}: no labelled images found (layout {layout.name}; "
                             f"{seen} files seen, ignored: {dict(ignored) or 'none'})")
+        packs = old_packs.carry_over(tmp, writer, source)
+        writer.close()  # every row has its pack from here on
+        write_packs_listing(tmp, {**packs, **writer.written})
+        write_index(tmp, rows)
         rows.sort(key=lambda r: r["path"])
-        write_csv(manifest_tmp, MANIFEST_COLUMNS, rows)
+        write_csv(manifest_tmp, MANIFEST_COLUMNS, ({k: r[k] for k in MANIFEST_COLUMNS}
+                                                   for r in rows))
 
-    keep(raw_dir, {KEPT_MANIFEST: manifest_path})  # for the next run's links (see io.keep)
+    keep(raw_dir, {KEPT_MANIFEST: manifest_path})  # for the next run's packs (see io.keep)
     summary = summarise(layout, rows, seen, ignored, empty_class_folders(source, layout, rows))
     write_json(summary_path, summary)
     _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "
-                 "classes %s, ignored %s", layout.name, len(rows), seen, linked,
+                 "classes %s, ignored %s", layout.name, len(rows), seen, reused,
                  summary["per_class"], summary["ignored"])
     return summary
 

@@ -33,19 +33,22 @@ from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint
 from alexnet.images import load_rgb, resize
 from alexnet.io import atomic_dir, keep, link_or_copy, previous_output, read_csv, write_json
+from alexnet.packs import Member, members
 from alexnet.parallel import mapper
 from alexnet.params import PreprocessParams
 
 _logger = logging.getLogger(__name__)
 
 
-def load_pixels(path: Path, size: int, policy: str) -> np.ndarray:
-    """One image file -> (size, size, 3) uint8, exactly as training and prediction see it."""
+def load_pixels(image: Member, size: int, policy: str) -> np.ndarray:
+    """One image of data/raw -> (size, size, 3) uint8, exactly as training and prediction see
+    it."""
+    data = image.open()  # DataError if data/raw changed after ingest
     try:
         # Draft mode: libjpeg decodes at 1/2, 1/4 or 1/8 scale when the target is that small.
-        return resize(load_rgb(path, draft_size=(size, size)), size, policy)  # type: ignore[arg-type]
+        return resize(load_rgb(data, draft_size=(size, size)), size, policy)  # type: ignore[arg-type]
     except Exception as exc:  # validate accepted it, so this is a changed or unreadable file
-        raise DataError(f"{path}: cannot be decoded ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{image}: cannot be decoded ({type(exc).__name__}: {exc}); "
                         f"was it changed after validation?") from exc
 
 
@@ -128,6 +131,9 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
                workers: int | None = None, summary_path: Path | None = None) -> dict:
     """Build the cache for every split; returns the index written to out_dir/index.json.
 
+    The splits name the images (path, sha256); raw_dir's index says where in its packs each one
+    is (alexnet.packs).
+
     `summary_path` gets how many images were decoded, copied from the previous cache and kept
     in its shards, and each split's count.
     """
@@ -155,6 +161,7 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
         plans[split] = (part, plan)
     counts = {"decoded": 0, "copied": 0, "kept": 0}
     to_decode = sum(r["sha256"] not in known for r in rows)
+    where = members(raw_dir, (r for r in rows if r["sha256"] not in known))
     with atomic_dir(out_dir) as tmp, mapper(to_decode, workers, threads=True) as map_:
         for split, (part, plan) in plans.items():
             (tmp / split).mkdir()
@@ -180,8 +187,8 @@ def preprocess(raw_dir: Path, splits_path: Path, out_dir: Path, params: Preproce
                         bar.update()
                     else:
                         new.append(j)
-                paths = [raw_dir / part[chunk[j]]["path"] for j in new]
-                for j, pixels in zip(new, map_(load, paths)):
+                images = [where[part[chunk[j]]["path"]] for j in new]
+                for j, pixels in zip(new, map_(load, images)):
                     shard[j] = pixels
                     bar.update()
                 counts["decoded"] += len(new)

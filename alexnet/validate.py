@@ -14,6 +14,8 @@ report with a reason each, and raw files are never modified.
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import logging
 import os
 import sys
@@ -22,7 +24,7 @@ from collections import Counter, defaultdict, deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 from tqdm import tqdm
@@ -32,6 +34,7 @@ from alexnet.fingerprint import fingerprint
 from alexnet.images import OPEN_FORMATS, load_rgb, open_image
 from alexnet.ingest import image_signature
 from alexnet.io import atomic_open, read_csv, write_csv, write_json
+from alexnet.packs import Member, members
 from alexnet.parallel import process_pool, use_pool
 from alexnet.params import ValidateParams
 
@@ -135,33 +138,44 @@ def describe_content(head: bytes) -> str:
     return "text" if all(c.isprintable() or c in "\t\r\n\f" for c in text) else "binary data"
 
 
-def validate_image(path: Path, params: ValidateParams) -> Verdict:
-    """Decide whether one file is a usable image, by its content.
+def validate_image(path: Path | Member, params: ValidateParams) -> Verdict:
+    """Decide whether one file (or one image of a pack in data/raw) is a usable image, by its
+    content.
 
     Checks, in order: empty file; not an image (no format Pillow accepts here); too many pixels
     (width*height > params.max_pixels, or Pillow's decompression-bomb warning); truncated or
     corrupt (decoding the whole stream via `load_rgb` fails); too small (shorter side <
     params.min_side). Width and height are the full image's after EXIF rotation.
+
+    Raises:
+        DataError: a pack's image is not the one the manifest records (alexnet.packs.Member):
+            data/raw changed after ingest, which is no verdict on the image.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError as exc:
-        return _reject(CORRUPT, f"cannot read: {exc}")
+    if isinstance(path, Member):
+        data = path.read()
+        size, head, name = len(data), data[:512], Path(path.path)
+        source: Callable[[], Path | BinaryIO] = functools.partial(io.BytesIO, data)
+    else:
+        path = name = Path(path)
+        source = functools.partial(Path, path)
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                head = fh.read(512)
+        except OSError as exc:
+            return _reject(CORRUPT, f"cannot read: {exc}")
     if size == 0:
         return _reject(EMPTY, "0 bytes")
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_image(path) as img:
+            with open_image(source()) as img:
                 fmt, (width, height) = img.format or "", img.size
                 if width * height > params.max_pixels:
                     return _reject(TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels "
                                    f"exceeds max_pixels {params.max_pixels}", width, height, fmt)
-                notes = _notes(img, path)
+                notes = _notes(img, name)
                 orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _reject(TOO_MANY_PIXELS, str(exc))
@@ -178,7 +192,7 @@ def validate_image(path: Path, params: ValidateParams) -> Verdict:
         # JPEGs at libjpeg's smallest scale (draft, 1/8): the whole entropy-coded stream is still
         # read, so truncated or corrupt files fail as in a full decode, but most of the IDCT and
         # colour work is skipped (preprocess decodes the pixels it keeps).
-        rgb = load_rgb(path, max_pixels=params.max_pixels, draft_size=DRAFT_SIZE)
+        rgb = load_rgb(source(), max_pixels=params.max_pixels, draft_size=DRAFT_SIZE)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _reject(TOO_MANY_PIXELS, str(exc), width, height, fmt)
     except Exception as exc:  # any failure to decode the whole file makes it unusable
@@ -224,11 +238,11 @@ def dataset_rules(rows: Sequence[dict]) -> dict[str, tuple[str, str]]:
 
 # --- running it over the manifest: the I/O edge -----------------------------------------------
 
-def _check_one(job: tuple[str, ValidateParams]) -> Verdict:
-    return validate_image(Path(job[0]), job[1])
+def _check_one(job: tuple[Member, ValidateParams]) -> Verdict:
+    return validate_image(job[0], job[1])
 
 
-def _bounded_map(executor: Executor, jobs: Iterable[tuple[str, ValidateParams]],
+def _bounded_map(executor: Executor, jobs: Iterable[tuple[Member, ValidateParams]],
                  window: int) -> Iterator[Verdict]:
     """Like executor.map with chunks of CHUNKSIZE, in order, but with at most `window` chunks
     in flight, so memory stays bounded however long the manifest."""
@@ -251,7 +265,7 @@ def _bounded_map(executor: Executor, jobs: Iterable[tuple[str, ValidateParams]],
         yield from pending.popleft().result()
 
 
-def _check_chunk(batch: list[tuple[str, ValidateParams]]) -> list[Verdict]:
+def _check_chunk(batch: list[tuple[Member, ValidateParams]]) -> list[Verdict]:
     return [_check_one(job) for job in batch]
 
 
@@ -289,7 +303,8 @@ def write_memo(path: Path, verdicts: dict[tuple[str, str], Verdict],
 
 def _verdicts(raw_dir: Path, rows: Sequence[dict], params: ValidateParams,
               workers: int) -> Iterator[Verdict]:
-    jobs = ((str(raw_dir / row["path"]), params) for row in rows)
+    where = members(raw_dir, rows)  # DataError if raw_dir does not hold one of them
+    jobs = ((where[row["path"]], params) for row in rows)
     if not use_pool(len(rows), workers):
         yield from map(_check_one, jobs)
         return

@@ -112,7 +112,7 @@ class Bench:
     def row3(self) -> dict:
         runs: dict[str, list] = {"ours": [], "reference": []}
         self.cache()  # builds tmp/base, whose train split both sides use
-        files = pipeline_rows.split_files(self.tmp / "base")
+        files = pipeline_rows.split_files(self.tmp / "base", self.source)
         for i in range(max(1, self.s["repeats"] - 1)):
             for kind in (("ours", "reference") if i % 2 == 0 else ("reference", "ours")):
                 # The same images on both sides: the train split our loader iterates.
@@ -432,7 +432,34 @@ def render(data: dict) -> str:
                      f"{row.get('target', TARGETS[int(key)])} | {verdict} |")
     lines += ["", "Rerun one row: `python -m benchmarks.run --rows N` (add `--quick` for tiny "
               "settings). See benchmarks/README.md for what each row means.", ""]
+    lines += scale_summary(HERE / "scale.json")
     return "\n".join(lines)
+
+
+def scale_summary(path: Path) -> list[str]:
+    """The last `make bench-scale` run (benchmarks/SCALE.md), in brief: another run, on another
+    date, which RESULTS.md only quotes."""
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    m, d = r["machine"], r["disk"]
+    lines = ["## At 25,000 images (`make bench-scale`, a separate run: benchmarks/SCALE.md)", "",
+             f"{m['date']}, load average {m['load_avg_1min_at_start']:.2f} at the start, "
+             f"{r['images']:,} generated images: `dvc repro preprocess` cold "
+             f"{r['cold']['seconds']} s, nothing changed {r['noop']['seconds']} s, after "
+             f"{r['new_images']:,} new images (5%) {r['incremental']['seconds']} s: "
+             f"**{r['incremental_ratio']:.2f}** of cold (target <= 0.15). Workspace "
+             f"{d['ratio_to_raw_plus_cache']:.2f}x raw + uint8 cache (target <= 1.1x)."]
+    if "evaluate" in r:
+        e = r["evaluate"]
+        lines[-1] += (f" `alexnet evaluate` on {e['test_images']:,} test images: peak RSS "
+                      f"{e.get('VmHWM_mb')} MB, anonymous at most {e.get('RssAnon_mb')} MB.")
+    if "before" in r:
+        b = r["before"]
+        lines[-1] += (f" Before ({b.get('label') or 'an earlier run'}): "
+                      f"{b['incremental']['seconds']} of {b['cold']['seconds']} s, "
+                      f"{b['incremental_ratio']:.2f}.")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="row 6: train.seed values per precision (default: the settings')")
     ap.add_argument("--rows", default=",".join(map(str, ROWS)), help="e.g. 1,2,4")
     ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--render", action="store_true",
+                    help="only write RESULTS.md again from --out (e.g. after `make bench-scale`)")
     args = ap.parse_args(argv)
+    if args.render:
+        out = Path(args.out)
+        (out.parent / "RESULTS.md").write_text(render(json.loads(out.read_text())))
+        return 0
     rows = [int(r) for r in args.rows.split(",") if r.strip()]
     os.environ.update({k: v for k, v in env().items() if k.startswith(("TF_", "DVC_", "PREFECT_"))})
     Bench(args).run(rows)

@@ -2,7 +2,7 @@
 `dvc repro`, as a user runs it. Not part of `make bench`: `make bench-scale` (tens of minutes,
 ~5 GB of disk while it runs).
 
-    python -m benchmarks.scale [--n 25000] [--no-evaluate]
+    python -m benchmarks.scale [--n 25000] [--no-evaluate] [--before OLD/scale.json]
 
 Generates n Kaggle-sized JPEGs once (benchmarks/data/scale/, git-ignored, reused when present)
 plus 5% more, builds a throwaway git + DVC workspace with this checkout's pipeline, DVC config
@@ -79,7 +79,7 @@ def dvc_workspace(ws: Path, images: list[Path], params: dict | None = None) -> P
 def repro(ws: Path, target: str = "preprocess") -> dict:
     """Run `dvc repro TARGET` in `ws`; its wall time and, from DVC's output lines as they come,
     each stage's seconds from 'Running stage' to its lock update (command + DVC hashing and
-    caching its outs). Raises with the output's tail if it fails."""
+    caching its outs), or to the next stage's line when it updated nothing. Raises with the output's tail if it fails."""
     proc = subprocess.Popen(["dvc", "repro", target], cwd=ws, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     t0, lines = time.perf_counter(), []
@@ -90,13 +90,16 @@ def repro(ws: Path, target: str = "preprocess") -> dict:
     if code:
         raise RuntimeError(f"dvc repro {target} exited {code}:\n"
                            + "\n".join(ln for _, ln in lines[-20:]))
+    # A stage runs from its "Running stage" line to its lock update, or, when its outputs did
+    # not change (ingest, which always runs, finding nothing new), to the next stage's line.
     stages, current = {}, None
-    for t, line in lines:
-        if m := re.match(r"Running stage '([^']+)'", line):
-            current = (m.group(1), t)
-        elif current and line.startswith("Updating lock file"):
+    for t, line in [*lines, (total, "Running stage '(end)'")]:
+        m = re.match(r"Running stage '([^']+)'", line)
+        if current and (m or line.startswith(("Updating lock file", "Stage '"))):
             stages[current[0]] = round(t - current[1], 1)
             current = None
+        if m:
+            current = (m.group(1), t)
     skipped = [m.group(1) for _, ln in lines
                if (m := re.match(r"Stage '([^']+)' didn't change", ln))]
     return {"seconds": round(total, 1), "stages": stages, "skipped": skipped}
@@ -271,7 +274,28 @@ def report(r: dict) -> str:
                   f"{e.get('VmHWM_mb')} MB, of which anonymous (heap) at most "
                   f"{e.get('RssAnon_mb')} MB and memory-mapped cache pages at most "
                   f"{e.get('RssFile_mb')} MB (page cache, dropped under memory pressure).", ""]
+    if "before" in r:
+        lines += _before(r["before"])
     return "\n".join(lines)
+
+
+def _before(b: dict) -> list[str]:
+    """The same figures from an earlier run (`--before its scale.json`), e.g. of the code
+    before a change, run just before this one on the same images."""
+    m = b["machine"]
+    lines = ["## Before", "",
+             f"`--before`: {b.get('label') or 'an earlier run'}, {m['date']}, load average "
+             f"{m['load_avg_1min_at_start']:.2f} at the start, {b.get('load_avg_at_end')} at the "
+             "end.", "",
+             "| `dvc repro preprocess` | seconds | stages run |", "| --- | --- | --- |"]
+    for key, label in (("cold", "cold"), ("noop", "nothing changed"),
+                       ("incremental", f"after adding {b['new_images']:,} images (5%)")):
+        stages = ", ".join(f"{k} {v}" for k, v in b[key]["stages"].items()) or "none"
+        lines.append(f"| {label} | {b[key]['seconds']} | {stages} |")
+    d = b["disk"]
+    lines += ["", f"Incremental / cold: {b['incremental_ratio']:.2f}; workspace / (raw + uint8 "
+              f"cache): {d['ratio_to_raw_plus_cache']:.2f}x ({d['total_mb']:,.0f} MB).", ""]
+    return lines
 
 
 def main() -> None:
@@ -279,8 +303,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=25000)
     ap.add_argument("--no-evaluate", action="store_true")
     ap.add_argument("--data", type=Path, default=DATA, help="where the images are generated")
+    ap.add_argument("--before", type=Path, metavar="SCALE_JSON",
+                    help="an earlier run's scale.json, reported beside this one")
+    ap.add_argument("--before-label", default="", help="what the earlier run ran, e.g. a commit")
     a = ap.parse_args()
+    before = json.loads(a.before.read_text()) if a.before else None
     r = run(a.n, with_evaluate=not a.no_evaluate, data=a.data)
+    if before:
+        r["before"] = {**before, "label": a.before_label or before.get("label", "")}
+        r["before"].pop("before", None)
     (ROOT / "benchmarks/scale.json").write_text(json.dumps(r, indent=2) + "\n")
     (ROOT / "benchmarks/SCALE.md").write_text(report(r) + "\n")
     print(report(r))

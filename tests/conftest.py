@@ -153,14 +153,35 @@ def force_pool(monkeypatch):
 
 
 def sample_splits(root: Path, per_class: int, seed: int) -> list[dict]:
-    """The synthetic sample in root/raw and a splits.csv of it (train, val, test in turn, fake
-    sha256s) in root: what preprocess reads, for tests that build a cache directly."""
-    from alexnet.io import write_csv
+    """The synthetic sample ingested into root/raw (packs) and root/manifest.csv, and a
+    splits.csv of it (train, val, test in turn) in root: what preprocess reads, for tests that
+    build a cache directly."""
+    from alexnet.ingest import ingest
+    from alexnet.io import read_csv, write_csv
+    from alexnet.params import IngestParams
     from alexnet.sample_data import generate_sample_data
 
-    generate_sample_data(root / "raw", per_class=per_class, seed=seed)
-    files = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*.jpg"))
-    rows = [{"path": f.as_posix(), "label": f.parts[0], "sha256": f"{i:064x}",
-             "split": ("train", "val", "test")[i % 3]} for i, f in enumerate(files)]
+    generate_sample_data(root / "src", per_class=per_class, seed=seed)
+    ingest(root / "src", root / "raw", root / "manifest.csv", root / "ingest.json",
+           IngestParams())
+    rows = [{"path": r["path"], "label": r["label"], "sha256": r["sha256"],
+             "split": ("train", "val", "test")[i % 3]}
+            for i, r in enumerate(read_csv(root / "manifest.csv"))]
     write_csv(root / "splits.csv", ["path", "label", "sha256", "split"], rows)
     return rows
+
+
+# What `dvc status` says of a workspace that is exactly what dvc.lock records: only that ingest
+# always runs (dvc.yaml: `always_changed`, as it reads the source folder itself).
+UP_TO_DATE = "ingest:\n\talways changed\n"
+
+
+def dvc_up_to_date(ws: Path) -> bool:
+    return run(["dvc", "status"], ws).stdout == UP_TO_DATE
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran, in order."""
+    import re
+
+    return re.findall(r"Running stage '([\w-]+)'", output)

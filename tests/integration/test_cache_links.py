@@ -62,12 +62,12 @@ def not_linked(ws: Path) -> list[str]:
 
 
 def twins_not_in_cache(ws: Path) -> list[str]:
-    """Images and shards of the kept twins (data/.raw.kept, data/.cache.kept: what the next run
+    """Packs and shards of the kept twins (data/.raw.kept, data/.cache.kept: what the next run
     reuses) that are not DVC cache objects, i.e. cost disk of their own. (A small column file
     rewritten with the content of an older cache object is DVC's object in the workspace and the
     stage's copy in the twin: a few bytes, left out here.)"""
     inodes = {p.stat().st_ino for p in cache_objects(ws).values()}
-    kept = [*(ws / "data/.raw.kept").rglob("*.jpg"), *(ws / "data/.cache.kept").rglob("images-*.npy")]
+    kept = [*(ws / "data/.raw.kept").glob("*.tar"), *(ws / "data/.cache.kept").rglob("images-*.npy")]
     assert kept
     return [str(f.relative_to(ws)) for f in kept if f.stat().st_ino not in inodes]
 

@@ -13,7 +13,7 @@ from alexnet.params import load_params
 from alexnet.predict import predict
 from alexnet.sample_data import generate_sample_data
 from alexnet.split import assign_split
-from tests.conftest import make_workspace, run
+from tests.conftest import dvc_up_to_date, make_workspace, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,4 +57,4 @@ def test_gate_scores_the_champion_on_the_grown_test_split(tmp_path):
     assert out["test_data_sha256"] != recorded["test_data_sha256"]
     assert out["n_test"] == recorded["n_test"] + new_in_test == candidate["n_test"]
     assert out["first_of_class_set"] is False and out["set_aside"] is None
-    assert "up to date" in run(["dvc", "status"], ws).stdout
+    assert dvc_up_to_date(ws)

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.testing.utilities import prefect_test_harness
 
 from tasks.stages import run_stage
-from tests.conftest import make_workspace, run, tool_env
+from tests.conftest import dvc_up_to_date, make_workspace, run, tool_env
 from tests.server.conftest import prefect_server  # noqa: F401  (a real server, for two runs)
 
 pytestmark = [pytest.mark.integration]
@@ -141,7 +141,7 @@ def test_two_flow_runs_12s_apart_each_get_what_they_asked_for(tmp_path, prefect_
     assert lock["params"]["params.yaml"]["train"]["epochs"] == last
     model = json.loads((ws / "models/candidate/model.json").read_text())
     assert model["epochs_completed"] == model["params"]["train"]["epochs"] == last
-    assert "up to date" in run(["dvc", "status"], ws).stdout
+    assert dvc_up_to_date(ws)
     # ... and each recorded experiment holds the params, lock and model its own run asked for.
     for out, epochs in zip(outputs, (2, 3)):
         name = re.search(r"Recorded: DVC experiment (\S+)", out).group(1)

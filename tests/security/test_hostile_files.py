@@ -16,12 +16,13 @@ from PIL import Image
 from alexnet.cli import main as cli_main
 from alexnet.errors import EXIT_CONFIG
 from alexnet.images import load_rgb
-from alexnet.ingest import IGNORED_SPECIAL, IGNORED_TOO_LARGE, copy_if_image, ingest
+from alexnet.ingest import IGNORED_SPECIAL, IGNORED_TOO_LARGE, ingest, read_if_image
 from alexnet.fingerprint import STAMP
 from alexnet.io import OUTPUT_MARKER, read_csv
+from alexnet.packs import INDEX, PACKS, read_index
 from alexnet.params import IngestParams, ValidateParams
 from alexnet.validate import NOT_IMAGE, validate, validate_image
-from tests.unit.corpus import image_bytes, tree_digest, write_tree
+from tests.unit.corpus import image_bytes, raw_members, tree_digest, write_tree
 
 JPG = image_bytes("JPEG", size=(40, 40), seed=1)
 PNG = image_bytes("PNG", size=(40, 40), seed=2)
@@ -66,14 +67,13 @@ def test_file_symlinks_are_skipped_not_copied(tmp_path):
     assert (tmp_path / "secret.txt").read_bytes() == SECRET
 
 
-def test_copy_opens_without_following_a_link_swapped_in(tmp_path):
+def test_read_opens_without_following_a_link_swapped_in(tmp_path):
     # What ingest does if a regular file is replaced by a link between its lstat and its open.
     (tmp_path / "secret.txt").write_bytes(SECRET)
     link = tmp_path / "swapped.jpg"
     link.symlink_to(tmp_path / "secret.txt")
     with pytest.raises(OSError):
-        copy_if_image(link, tmp_path / "copy.jpg", by_extension=True)
-    assert not (tmp_path / "copy.jpg").exists()
+        read_if_image(link, by_extension=True)
 
 
 def test_quarantine_does_not_echo_file_content(tmp_path):
@@ -164,7 +164,7 @@ def test_sparse_oversized_file_is_not_copied(tmp_path):
     summary, rows, out = _ingest(tmp_path, source)
     assert [r["path"] for r in rows] == ["cats/1.jpg", "dogs/1.jpg"]
     assert summary["ignored"] == {IGNORED_TOO_LARGE: 1}
-    assert not (out / "raw" / "dogs" / "sparse.jpg").exists()
+    assert sorted(raw_members(out / "raw")) == ["cats/1.jpg", "dogs/1.jpg"]
     # The bound is a param of the stage that checks it.
     summary, rows, _ = _ingest(tmp_path, source, max_bytes=100 << 20)
     assert len(rows) == 3 and summary["ignored"] == {}
@@ -241,8 +241,9 @@ def test_folder_links_fifos_and_broken_links_are_skipped(tmp_path, alarm):
     assert [r["path"] for r in rows] == ["cats/1.jpg", "dogs/1.jpg"]
     assert summary["classes"] == ["cats", "dogs"]
     assert summary["ignored"] == {IGNORED_SPECIAL: 2}
-    assert sorted(tree_digest(out / "raw")) == sorted([STAMP, OUTPUT_MARKER, "cats/1.jpg",
-                                                       "dogs/1.jpg"])
+    [pack] = {r["pack"] for r in read_index(out / "raw").values()}  # one pack
+    assert sorted(tree_digest(out / "raw")) == sorted([STAMP, OUTPUT_MARKER, PACKS, INDEX, pack])
+    assert sorted(raw_members(out / "raw")) == ["cats/1.jpg", "dogs/1.jpg"]
 
 
 ODD_NAMES = ["new\nline.jpg", "comma,name.jpg", 'double"quote.jpg', "single'quote.jpg",
@@ -259,7 +260,7 @@ def test_odd_file_names_round_trip_through_the_csvs(tmp_path):
     validate(out / "raw", out / "manifest.csv", out / "validated.csv", out / "quarantine.csv",
              out / "validation.json", ValidateParams(min_per_class=1))
     assert sorted(r["path"] for r in read_csv(out / "validated.csv")) == sorted(files)
-    assert all((out / "raw" / r["path"]).is_file() for r in read_csv(out / "validated.csv"))
+    assert raw_members(out / "raw") == files  # `tar -xf` gives back every name and its bytes
 
 
 def test_non_empty_foreign_output_folder_is_refused(tmp_path):

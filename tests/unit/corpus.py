@@ -118,3 +118,48 @@ def tree_digest(root: Path) -> dict[str, str]:
 
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def raw_members(raw_dir: Path) -> dict[str, bytes]:
+    """{member name: bytes} of every image in the packs of an ingested raw_dir (alexnet.packs):
+    what `tar -xf` of its packs would write."""
+    import tarfile
+
+    members = {}
+    for pack in sorted(Path(raw_dir).glob("*.tar")):
+        with tarfile.open(pack) as tar:
+            for info in tar.getmembers():
+                members[info.name] = tar.extractfile(info).read()
+    return members
+
+
+def damage_members(raw_dir: Path, paths: list[str]) -> None:
+    """Overwrite the bytes of these images inside raw_dir's packs (its index says where): data/raw
+    changed after ingest. raw_dir must be a copy: its packs are written in place."""
+    from alexnet.packs import read_index
+
+    where = read_index(raw_dir)
+    for path in paths:
+        row = where[path]
+        with open(Path(raw_dir) / row["pack"], "r+b") as fh:
+            fh.seek(int(row["offset"]))
+            fh.write(b"garbage".ljust(int(row["bytes"]), b"\0"))
+
+
+def pack_images(raw_dir: Path, images: dict[str, bytes]) -> list[dict]:
+    """Write `images` ({path: bytes}, label = first folder) into a new pack of raw_dir and add
+    them to its index, as ingest would; returns their manifest rows."""
+    import hashlib
+
+    from alexnet.ingest import MANIFEST_COLUMNS
+    from alexnet.packs import PackWriter, read_index, write_index
+
+    Path(raw_dir).mkdir(parents=True, exist_ok=True)
+    rows = [{"path": path, "label": path.split("/")[0], "split_hint": "", "bytes": len(data),
+             "sha256": hashlib.sha256(data).hexdigest(), "mtime_ns": 0}
+            for path, data in images.items()]
+    with PackWriter(Path(raw_dir)) as writer:
+        for row, data in zip(rows, images.values()):
+            writer.add(row, data, 0)
+    write_index(raw_dir, [*read_index(raw_dir).values(), *rows])
+    return [{k: r[k] for k in MANIFEST_COLUMNS} for r in rows]

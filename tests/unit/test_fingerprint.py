@@ -5,7 +5,6 @@ make it the code that runs)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,9 +17,12 @@ import pytest
 from PIL import Image
 
 from alexnet.fingerprint import code_digest, fingerprint, module_closure, module_file
+from alexnet.ingest import MANIFEST_COLUMNS
 from alexnet.io import read_csv, write_csv
 from alexnet.params import IngestParams, ValidateParams
 from alexnet.validate import validate
+
+from tests.unit.corpus import pack_images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,15 +111,12 @@ def test_ingest_reuse_does_not_survive_a_code_change(tmp_path):
 
 
 def _validate_inputs(tmp_path: Path) -> None:
-    rows = []
+    images = {}
     for i in range(3):
         for label, colour in (("a", (60 + 60 * i, 0, 0)), ("b", (0, 60 + 60 * i, 0))):
-            rel = f"{label}/{i}.jpg"
-            _image(tmp_path / "raw" / rel, colour)
-            data = (tmp_path / "raw" / rel).read_bytes()
-            rows.append({"path": rel, "label": label, "split_hint": "", "bytes": len(data),
-                         "sha256": hashlib.sha256(data).hexdigest()})
-    write_csv(tmp_path / "manifest.csv", ["path", "label", "split_hint", "bytes", "sha256"], rows)
+            _image(tmp_path / "img" / label / f"{i}.jpg", colour)
+            images[f"{label}/{i}.jpg"] = (tmp_path / "img" / label / f"{i}.jpg").read_bytes()
+    write_csv(tmp_path / "manifest.csv", MANIFEST_COLUMNS, pack_images(tmp_path / "raw", images))
 
 
 def test_validate_memo_does_not_survive_a_code_change(tmp_path):
@@ -167,10 +166,11 @@ def test_old_state_files_are_stale_not_an_error(tmp_path):
     args = (tmp_path / "raw", tmp_path / "manifest.csv", tmp_path / "ingest.json",
             IngestParams())
     ingest(tmp_path / "src", *args)
-    inode = (tmp_path / "raw/cats/0.jpg").stat().st_ino
+    [pack] = (tmp_path / "raw").glob("*.tar")
+    inode = pack.stat().st_ino
     (tmp_path / "raw" / STAMP).unlink()
     ingest(tmp_path / "src", *args)
-    assert (tmp_path / "raw/cats/0.jpg").stat().st_ino != inode  # copied, not linked
+    assert pack.stat().st_ino != inode  # written again, not linked
 
     files = {"cats/0.jpg": {"size": 1, "mtime_ns": 2, "sha256": "x"}}
     write_state(tmp_path, tmp_path / "src", files)

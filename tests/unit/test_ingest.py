@@ -12,8 +12,9 @@ from alexnet.errors import DataError
 from alexnet.fingerprint import STAMP
 from alexnet.ingest import MANIFEST_COLUMNS, ingest
 from alexnet.io import OUTPUT_MARKER, read_csv
+from alexnet.packs import INDEX, PACKS, members, read_index
 from alexnet.params import IngestParams
-from tests.unit.corpus import image_bytes, tree_digest, write_tree
+from tests.unit.corpus import image_bytes, raw_members, tree_digest, write_tree
 
 JPG = image_bytes("JPEG", seed=1)
 PNG = image_bytes("PNG", seed=2)
@@ -128,8 +129,12 @@ def test_source_untouched_and_raw_identical(tmp_path):
     raw = tree_digest(out / "raw")
     assert raw.pop(OUTPUT_MARKER)  # the copy is marked as the pipeline's own output
     assert raw.pop(STAMP)  # ...with the fingerprint of what wrote it (alexnet.fingerprint)
-    assert raw == {r["path"]: r["sha256"] for r in rows}
-    assert all(raw[p] == before[p] for p in raw)
+    assert raw.pop(PACKS) and raw.pop(INDEX)
+    packs = {r["pack"] for r in read_index(out / "raw").values()}
+    assert raw == {p: p.removesuffix(".tar") for p in packs}  # named by their content
+    images = {p: hashlib.sha256(data).hexdigest() for p, data in raw_members(out / "raw").items()}
+    assert images == {r["path"]: r["sha256"] for r in rows}
+    assert all(images[p] == before[p] for p in images)
 
 
 def test_rerun_rebuilds_raw_dir(tmp_path):
@@ -138,8 +143,10 @@ def test_rerun_rebuilds_raw_dir(tmp_path):
     (source / "b" / "1.jpg").unlink()
     (source / "b" / "2.jpg").write_bytes(PNG)
     _, rows, _ = _ingest(tmp_path, source)
-    assert sorted(tree_digest(out / "raw")) == sorted([OUTPUT_MARKER, STAMP, "a/1.jpg", "b/2.jpg"])
+    packs = {r["pack"] for r in read_index(out / "raw").values()}  # only packs still used
+    assert sorted(tree_digest(out / "raw")) == sorted([OUTPUT_MARKER, STAMP, PACKS, INDEX, *packs])
     assert [r["path"] for r in rows] == ["a/1.jpg", "b/2.jpg"]
+    assert [m.read() for m in members(out / "raw", rows).values()] == [JPG, PNG]
     # No temp dirs left: only the kept twin of the last run (alexnet.io.keep).
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".raw.kept"]
 

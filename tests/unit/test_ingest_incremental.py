@@ -1,4 +1,5 @@
-"""A rerun of ingest copies only new or changed files; the rest are hard links to the old copy."""
+"""A rerun of ingest reads only new or changed files: unchanged images stay in the previous run's
+packs, which are hard links to the old ones (alexnet.packs)."""
 
 import os
 import shutil
@@ -7,7 +8,10 @@ from PIL import Image
 
 from alexnet.ingest import ingest
 from alexnet.io import read_csv
+from alexnet.packs import PACKS, members, read_index
 from alexnet.params import IngestParams
+
+from tests.unit.corpus import raw_members
 
 
 def image(path, colour):
@@ -22,101 +26,144 @@ def six_images(src):
         image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
 
 
-def test_unchanged_files_are_linked_new_and_changed_ones_copied(tmp_path):
-    src, raw = tmp_path / "src", tmp_path / "data/raw"
+def manifest_rows(manifest):
+    return {r["path"]: r for r in read_csv(manifest)}
+
+
+def images(raw, manifest):
+    """{path: bytes} of every image the manifest lists, read from raw's packs and checked
+    against its sha256."""
+    return {path: m.read() for path, m in members(raw, read_csv(manifest)).items()}
+
+
+def source_images(src):
+    return {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*.jpg")}
+
+
+def packs(raw):
+    return sorted(p.name for p in raw.glob("*.tar"))
+
+
+def test_unchanged_images_stay_in_their_pack_new_and_changed_ones_go_to_a_new_one(tmp_path):
+    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
     six_images(src)
-    args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
-    inode = {p: (raw / p).stat().st_ino for p in ("cats/0.jpg", "dogs/1.jpg")}
+    [first] = packs(raw)
+    inode, before = (raw / first).stat().st_ino, read_index(raw)
 
     image(src / "cats/new.jpg", (99, 99, 0))
     image(src / "dogs/1.jpg", (0, 0, 200))  # changed in place: new bytes, new mtime
-    os.utime(src / "dogs/1.jpg", ns=(0, (raw / "dogs/1.jpg").stat().st_mtime_ns + 10**9))
+    os.utime(src / "dogs/1.jpg",
+             ns=(0, int(manifest_rows(manifest)["dogs/1.jpg"]["mtime_ns"]) + 10**9))
     ingest(src, *args)
 
-    assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
-    assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
-    assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()
-    rows = {r["path"]: r for r in read_csv(tmp_path / "manifest.csv")}
-    assert len(rows) == 7 and rows["cats/new.jpg"]["label"] == "cats"
+    assert (raw / first).stat().st_ino == inode  # linked, not written again
+    [second] = set(packs(raw)) - {first}
+    index = read_index(raw)
+    assert {p for p, r in index.items() if r["pack"] == second} == {"cats/new.jpg", "dogs/1.jpg"}
+    assert index["cats/0.jpg"] == before["cats/0.jpg"]  # same pack, same offset: not read
+    assert images(raw, manifest) == source_images(src)
+    assert manifest_rows(manifest)["cats/new.jpg"]["label"] == "cats"
+
+    # The manifest lists the source, not this history: from scratch, ingest writes the same one
+    # (so rebuilding data/raw, as a fresh clone's `dvc repro` does, reruns nothing after it).
+    ingest(src, tmp_path / "scratch/raw", tmp_path / "scratch/manifest.csv",
+           tmp_path / "scratch/ingest.json", IngestParams())
+    assert read_csv(tmp_path / "scratch/manifest.csv") == read_csv(manifest)
+    assert packs(tmp_path / "scratch/raw") != packs(raw)  # one pack, not two
     assert not list((tmp_path / "data").glob(".raw.tmp-*"))
 
 
-def test_unchanged_files_are_recognised_after_dvc_unprotected_the_old_copies(tmp_path):
-    """With DVC's linked cache, `dvc repro` first replaces each file of a persist output by a
-    plain copy (`unprotect`: new inode, new mtime; `dvc pull` writes such copies too). Unchanged
-    source files must still be linked, not copied again: ingest compares the source with what the
-    manifest recorded, and a copy with a new mtime with the manifest's sha256."""
-    src, raw = tmp_path / "src", tmp_path / "data/raw"
+def test_a_pack_mostly_of_images_gone_is_written_again_without_them(tmp_path):
+    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
     six_images(src)
-    args = (raw, tmp_path / "manifest.csv", tmp_path / "ingest.json", IngestParams())
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
-    for path in [p for p in raw.rglob("*.jpg")]:  # what DVC's unprotect does to each file
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, path)
-        os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))
-    inode = {p: (raw / p).stat().st_ino for p in ("cats/0.jpg", "dogs/1.jpg")}
+    [first] = packs(raw)
+    for gone in ("cats/1.jpg", "cats/2.jpg", "dogs/1.jpg", "dogs/2.jpg"):
+        (src / gone).unlink()
+    ingest(src, *args)
+
+    [second] = packs(raw)
+    assert second != first  # two of its six images left: not kept with four dead ones
+    assert raw_members(raw) == images(raw, manifest) == source_images(src)
+    assert [r["pack"] for r in read_csv(raw / PACKS)] == [second]
+
+
+def test_packs_dvc_wrote_again_are_checked_once_and_kept(tmp_path):
+    """`dvc pull` and `dvc checkout` write a pack as a new file (new inode, new mtime). Its
+    images are still reused: the pack is hashed, found intact (its name is its sha256), and
+    given back the mtime packs.csv records, so the next run trusts it without reading it."""
+    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
+    six_images(src)
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    [pack] = packs(raw)
+    recorded = int(read_csv(raw / PACKS)[0]["mtime_ns"])
+    tmp = raw / (pack + ".tmp")  # what a checkout does to the file
+    shutil.copyfile(raw / pack, tmp)
+    os.replace(tmp, raw / pack)
+    os.utime(raw / pack, ns=(0, recorded + 10**9))
+    inode = (raw / pack).stat().st_ino
 
     image(src / "dogs/1.jpg", (0, 0, 200))  # changed in place: new bytes, new mtime
     os.utime(src / "dogs/1.jpg", ns=(0, (src / "dogs/1.jpg").stat().st_mtime_ns + 10**9))
     ingest(src, *args)
 
-    assert (raw / "cats/0.jpg").stat().st_ino == inode["cats/0.jpg"]  # linked, not copied
-    assert (raw / "dogs/1.jpg").stat().st_ino != inode["dogs/1.jpg"]  # copied again
-    assert (raw / "dogs/1.jpg").read_bytes() == (src / "dogs/1.jpg").read_bytes()
-    # Checked once: each copy now has the mtime the manifest records, so the next run trusts it
-    # without reading it again.
-    for row in read_csv(tmp_path / "manifest.csv"):
-        assert (raw / row["path"]).stat().st_mtime_ns == int(row["mtime_ns"]), row["path"]
+    assert pack in packs(raw) and (raw / pack).stat().st_ino == inode  # kept, not rewritten
+    assert (raw / pack).stat().st_mtime_ns == recorded  # checked once: trusted from now on
+    assert images(raw, manifest) == source_images(src)
 
 
-def test_unchanged_files_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):
-    """`dvc repro` deletes data/raw before ingest runs (not a `persist` out); the last run's files
-    survive as hard links in data/.raw.kept, and are linked again. data/manifest.csv is a persist
-    out, which DVC leaves, but it is removed here too: the twin's own copy of the manifest, written
-    with its files, is what says which of them are unchanged."""
+def test_packs_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):
+    """`dvc repro` deletes data/raw before ingest runs (not a `persist` out); the last run's
+    packs survive as hard links in data/.raw.kept, and are linked again. data/manifest.csv is a
+    persist out, which DVC leaves, but it is removed here too: the twin's own copy of the
+    manifest, written with its packs, is what says which images are unchanged."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
     six_images(src)
     manifest = tmp_path / "data/manifest.csv"
     args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
-    inode = (raw / "cats/0.jpg").stat().st_ino
+    [pack] = packs(raw)
+    inode = (raw / pack).stat().st_ino
     shutil.rmtree(raw)  # what `dvc repro` does to a stage's outs before running it
     manifest.unlink()
 
     image(src / "cats/new.jpg", (99, 99, 0))
     ingest(src, *args)
 
-    assert (raw / "cats/0.jpg").stat().st_ino == inode  # linked from the twin, not copied
-    assert len(read_csv(manifest)) == 7
+    assert (raw / pack).stat().st_ino == inode  # linked from the twin, not written again
+    assert images(raw, manifest) == source_images(src)
     kept = tmp_path / "data/.raw.kept"
-    assert (kept / "cats/new.jpg").stat().st_ino == (raw / "cats/new.jpg").stat().st_ino
+    assert {p.name: p.stat().st_ino for p in kept.glob("*.tar")} == \
+        {p.name: p.stat().st_ino for p in raw.glob("*.tar")}
     assert read_csv(kept / ".manifest.csv") == read_csv(manifest)
 
 
-def test_a_copy_edited_in_place_is_copied_again_not_linked(tmp_path):
-    """A copy in data/raw written into (same size, so the manifest's size check passes), then
-    `dvc repro` deleting data/raw: the twin holds the same edited inode. validate and preprocess
-    depend on the manifest, not on data/raw, so ingest must not link the edited bytes back under
-    the old sha256: a copy whose mtime is not the one ingest gave it is read and checked."""
+def test_a_pack_edited_in_place_is_not_reused(tmp_path):
+    """A pack in data/raw written into (same size), then `dvc repro` deleting data/raw: the twin
+    holds the same edited inode. validate and preprocess depend on the manifest, not on
+    data/raw, so ingest must not keep the edited bytes under the old sha256s: a pack whose mtime
+    is not the one ingest recorded is hashed, and read from the source again if it changed."""
     src, raw = tmp_path / "src", tmp_path / "data/raw"
     six_images(src)
     manifest = tmp_path / "data/manifest.csv"
     args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
     ingest(src, *args)
     before = read_csv(manifest)
-    edited = raw / "cats/0.jpg"
-    with open(edited, "r+b") as fh:  # same size, other bytes
-        fh.seek(-3, os.SEEK_END)
+    row = read_index(raw)["cats/0.jpg"]
+    [pack] = packs(raw)
+    with open(raw / pack, "r+b") as fh:  # same size, other bytes
+        fh.seek(int(row["offset"]) + int(row["bytes"]) - 3)
         fh.write(b"\x00\x00\x00")
-    assert edited.read_bytes() != (src / "cats/0.jpg").read_bytes()
     shutil.rmtree(raw)  # what `dvc repro` does to a stage's outs before running it
 
     ingest(src, *args)
 
-    assert (raw / "cats/0.jpg").read_bytes() == (src / "cats/0.jpg").read_bytes()
-    assert read_csv(manifest) == before
+    assert images(raw, manifest) == source_images(src)
+    assert read_csv(manifest) == before  # the same images, the same pack: written again
 
 
 def test_a_foreign_folder_at_the_twin_path_costs_reuse_not_the_run(tmp_path, caplog):
@@ -131,6 +178,6 @@ def test_a_foreign_folder_at_the_twin_path_costs_reuse_not_the_run(tmp_path, cap
     manifest = tmp_path / "data/manifest.csv"
     with caplog.at_level("WARNING"):
         ingest(src, raw, manifest, tmp_path / "ingest.json", IngestParams())
-    assert len(read_csv(manifest)) == 2 and (raw / "cats/0.jpg").is_file()
+    assert images(raw, manifest) == source_images(src)
     assert str(kept) in caplog.text
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]

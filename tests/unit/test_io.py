@@ -1,5 +1,6 @@
 """Outputs are written atomically, and never over a directory the pipeline did not write."""
 
+import io
 import os
 import shutil
 import tempfile
@@ -9,6 +10,8 @@ import pytest
 
 from alexnet.errors import EXIT_CONFIG, OutputError
 from alexnet.io import OUTPUT_MARKER, atomic_dir
+
+from tests.unit.corpus import pack_images
 
 
 def test_atomic_dir_replaces_its_own_output(tmp_path):
@@ -50,9 +53,11 @@ def test_cli_refuses_an_output_path_that_holds_user_files(tmp_path, monkeypatch)
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "dog.jpg").write_bytes(b"precious")
-    (tmp_path / "raw/a").mkdir(parents=True)
-    Image.new("RGB", (80, 80), (200, 0, 0)).save(tmp_path / "raw/a/1.jpg")
-    (tmp_path / "splits.csv").write_text(f"path,label,sha256,split\na/1.jpg,a,{'0' * 64},train\n")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (80, 80), (200, 0, 0)).save(jpeg, "JPEG")
+    [row] = pack_images(tmp_path / "raw", {"a/1.jpg": jpeg.getvalue()})
+    (tmp_path / "splits.csv").write_text(f"path,label,sha256,split\na/1.jpg,a,{row['sha256']},"
+                                         "train\n")
     (tmp_path / "params.yaml").write_text("preprocess: {image_size: 67}\n")
     monkeypatch.chdir(tmp_path)
     args = ["preprocess", "--raw", "raw", "--splits", "splits.csv", "--workers", "1", "--out"]

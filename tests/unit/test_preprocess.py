@@ -8,11 +8,13 @@ import pytest
 
 from alexnet.cache import open_split
 from alexnet.errors import DataError
-from alexnet.io import write_csv
-from alexnet.params import PreprocessParams
+from alexnet.ingest import ingest
+from alexnet.io import read_csv, write_csv
+from alexnet.params import IngestParams, PreprocessParams
 from alexnet.preprocess import preprocess
 
 from tests.conftest import sample_splits
+from tests.unit.corpus import damage_members, write_tree
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +51,26 @@ def test_resize_policies_are_deterministic(sample, tmp_path, policy, force_pool)
     assert np.array_equal(a.shards[0], b.shards[0])
 
 
-def test_unreadable_file_names_the_file(sample, tmp_path):
-    root, rows = sample
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "disks").mkdir()
-    (raw / "disks/broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+def test_undecodable_image_names_the_file(tmp_path):
+    source = write_tree(tmp_path / "src", {"disks/broken.jpg": b"\xff\xd8\xff not really",
+                                            "stripes/1.jpg": b"\xff\xd8\xff nor this"})
+    ingest(source, tmp_path / "raw", tmp_path / "manifest.csv", tmp_path / "ingest.json",
+           IngestParams())
+    [row] = [r for r in read_csv(tmp_path / "manifest.csv") if r["label"] == "disks"]
     write_csv(tmp_path / "splits.csv", ["path", "label", "sha256", "split"],
-              [{"path": "disks/broken.jpg", "label": "disks", "sha256": "0" * 64, "split": "train"}])
-    with pytest.raises(DataError, match="broken.jpg: cannot be decoded"):
-        preprocess(raw, tmp_path / "splits.csv", tmp_path / "cache", PreprocessParams(67), workers=1)
+              [{"path": row["path"], "label": "disks", "sha256": row["sha256"], "split": "train"}])
+    with pytest.raises(DataError, match="broken.jpg.*: cannot be decoded"):
+        preprocess(tmp_path / "raw", tmp_path / "splits.csv", tmp_path / "cache",
+                   PreprocessParams(67), workers=1)
     assert not (tmp_path / "cache").exists()
+
+
+def test_splits_of_another_ingest_run_are_refused(sample, tmp_path):
+    root, rows = sample
+    other = [{**r, "sha256": "0" * 64} if i == 0 else r for i, r in enumerate(rows)]
+    with pytest.raises(DataError, match=f"{rows[0]['path']}: .* does not hold this image"):
+        preprocess(root / "raw", _splits(root, other, tmp_path / "s.csv"), tmp_path / "cache",
+                   PreprocessParams(67), workers=1)
 
 
 def test_rerun_decodes_only_new_images(sample, tmp_path):
@@ -68,12 +79,10 @@ def test_rerun_decodes_only_new_images(sample, tmp_path):
     preprocess(root / "raw", root / "splits.csv", tmp_path / "cache", params, workers=1)
     before = open_split(tmp_path / "cache", "train")
     first = before.take(np.arange(len(before)))
-    # Overwrite one known raw file with garbage: if it were decoded again, preprocess would fail.
+    # Overwrite one known image with garbage: if it were read again, preprocess would fail.
     raw = tmp_path / "raw"
-    import shutil
-
     shutil.copytree(root / "raw", raw)
-    (raw / rows[0]["path"]).write_bytes(b"garbage")
+    damage_members(raw, [rows[0]["path"]])
     preprocess(raw, root / "splits.csv", tmp_path / "cache", params, workers=1)
     after = open_split(tmp_path / "cache", "train")
     assert np.array_equal(after.take(np.arange(len(after))), first)
@@ -131,13 +140,10 @@ def test_moved_images_are_copied_and_mostly_removed_splits_are_compacted(sample,
     params = PreprocessParams(image_size=67, shard_size=4)
     cache = tmp_path / "cache"
     preprocess(root / "raw", _splits(root, rows, tmp_path / "a.csv"), cache, params, workers=1)
-    # Damage every raw file: anything decoded again would fail, so all pixels must be reused.
+    # Damage every image: anything read again would fail, so all pixels must be reused.
     raw = tmp_path / "raw"
-    import shutil
-
     shutil.copytree(root / "raw", raw)
-    for r in rows:
-        (raw / r["path"]).write_bytes(b"garbage")
+    damage_members(raw, [r["path"] for r in rows])
     # Keep 1 of the 6 train images and move every val image to train: 3 of the 4 rows of the
     # old shard train would keep are gone, so train is rewritten compactly from the old pixels.
     train = [r for r in rows if r["split"] == "train"][:1]

@@ -1,27 +1,27 @@
-"""A rerun of validate decodes only files whose content it has not judged before."""
+"""A rerun of validate decodes only images whose content it has not judged before."""
 
-import hashlib
+import io
 
+import pytest
 from PIL import Image
 
+from alexnet.errors import DataError
+from alexnet.ingest import MANIFEST_COLUMNS
 from alexnet.io import read_csv, write_csv
 from alexnet.params import ValidateParams
 from alexnet.validate import validate
 
-COLUMNS = ["path", "label", "split_hint", "bytes", "sha256"]
+from tests.unit.corpus import damage_members, pack_images
 
 
-def add_image(raw, rows, rel, colour):
-    path = raw / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (64, 48), colour).save(path, "JPEG")
-    data = path.read_bytes()
-    rows.append({"path": rel, "label": rel.split("/")[0], "split_hint": "", "bytes": len(data),
-                 "sha256": hashlib.sha256(data).hexdigest()})
+def jpeg(colour):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buf, "JPEG")
+    return buf.getvalue()
 
 
 def run(tmp_path, rows, params):
-    write_csv(tmp_path / "manifest.csv", COLUMNS, rows)
+    write_csv(tmp_path / "manifest.csv", MANIFEST_COLUMNS, rows)
     validate(tmp_path / "raw", tmp_path / "manifest.csv", tmp_path / "validated.csv",
              tmp_path / "quarantine.csv", tmp_path / "validation.json", params, workers=1,
              memo_path=tmp_path / "verdicts.csv")
@@ -30,23 +30,22 @@ def run(tmp_path, rows, params):
 
 def test_verdicts_are_reused_by_content_hash(tmp_path):
     params = ValidateParams(min_side=8, min_per_class=1, max_bad_fraction=1.0)
-    raw, rows = tmp_path / "raw", []
-    for i in range(3):
-        add_image(raw, rows, f"a/{i}.jpg", (10 * i + 50, 0, 0))
-        add_image(raw, rows, f"b/{i}.jpg", (0, 10 * i + 50, 0))
+    raw = tmp_path / "raw"
+    rows = pack_images(raw, {f"{label}/{i}.jpg": jpeg(colour)
+                             for i in range(3)
+                             for label, colour in (("a", (10 * i + 50, 0, 0)),
+                                                   ("b", (0, 10 * i + 50, 0)))})
     assert len(run(tmp_path, rows, params)) == 6
 
-    # Corrupt a file behind the manifest's back: its recorded hash is unchanged, so its verdict is
-    # reused (it is not decoded again), while a genuinely new file is decoded.
-    (raw / "a/0.jpg").write_bytes(b"not a jpeg any more")
-    add_image(raw, rows, "b/new.jpg", (0, 0, 99))
+    # Damage an image behind the manifest's back: its recorded hash is unchanged, so its
+    # verdict is reused (it is not read again), while a genuinely new image is decoded.
+    damage_members(raw, ["a/0.jpg"])
+    rows += pack_images(raw, {"b/new.jpg": jpeg((0, 0, 99))})
     accepted = run(tmp_path, rows, params)
     assert "a/0.jpg" in accepted and "b/new.jpg" in accepted
     assert len(read_csv(tmp_path / "verdicts.csv")) == 7
 
-    # Other validation params invalidate the memo: everything is judged again.
-    accepted = run(tmp_path, rows, ValidateParams(min_side=9, min_per_class=1,
-                                                  max_bad_fraction=1.0))
-    assert "a/0.jpg" not in accepted and len(accepted) == 6
-    quarantine = {r["path"]: r["reason"] for r in read_csv(tmp_path / "quarantine.csv")}
-    assert quarantine == {"a/0.jpg": "not an image"}
+    # Other validation params invalidate the memo: everything is read again, and the damaged
+    # image is refused by name, as data/raw changed after ingest (not judged as a bad image).
+    with pytest.raises(DataError, match="a/0.jpg.*not the ones ingest recorded"):
+        run(tmp_path, rows, ValidateParams(min_side=9, min_per_class=1, max_bad_fraction=1.0))
