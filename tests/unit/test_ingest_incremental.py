@@ -26,6 +26,16 @@ def six_images(src):
         image(src / "dogs" / f"{i}.jpg", (0, 50 + i, 0))
 
 
+def first_run(tmp_path, manifest="manifest.csv"):
+    """Six images ingested once into tmp_path/data/raw: (src, raw, manifest, the rest of
+    ingest's arguments, to run it again)."""
+    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / manifest
+    six_images(src)
+    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
+    ingest(src, *args)
+    return src, raw, manifest, args
+
+
 def manifest_rows(manifest):
     return {r["path"]: r for r in read_csv(manifest)}
 
@@ -45,10 +55,7 @@ def packs(raw):
 
 
 def test_unchanged_images_stay_in_their_pack_new_and_changed_ones_go_to_a_new_one(tmp_path):
-    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
-    six_images(src)
-    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
-    ingest(src, *args)
+    src, raw, manifest, args = first_run(tmp_path)
     [first] = packs(raw)
     inode, before = (raw / first).stat().st_ino, read_index(raw)
 
@@ -76,10 +83,7 @@ def test_unchanged_images_stay_in_their_pack_new_and_changed_ones_go_to_a_new_on
 
 
 def test_a_pack_mostly_of_images_gone_is_written_again_without_them(tmp_path):
-    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
-    six_images(src)
-    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
-    ingest(src, *args)
+    src, raw, manifest, args = first_run(tmp_path)
     [first] = packs(raw)
     for gone in ("cats/1.jpg", "cats/2.jpg", "dogs/1.jpg", "dogs/2.jpg"):
         (src / gone).unlink()
@@ -95,10 +99,7 @@ def test_packs_dvc_wrote_again_are_checked_once_and_kept(tmp_path):
     """`dvc pull` and `dvc checkout` write a pack as a new file (new inode, new mtime). Its
     images are still reused: the pack is hashed, found intact (its name is its sha256), and
     given back the mtime packs.csv records, so the next run trusts it without reading it."""
-    src, raw, manifest = tmp_path / "src", tmp_path / "data/raw", tmp_path / "manifest.csv"
-    six_images(src)
-    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
-    ingest(src, *args)
+    src, raw, manifest, args = first_run(tmp_path)
     [pack] = packs(raw)
     recorded = int(read_csv(raw / PACKS)[0]["mtime_ns"])
     tmp = raw / (pack + ".tmp")  # what a checkout does to the file
@@ -121,11 +122,7 @@ def test_packs_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_pa
     packs survive as hard links in data/.raw.kept, and are linked again. data/manifest.csv is a
     persist out, which DVC leaves, but it is removed here too: the twin's own copy of the
     manifest, written with its packs, is what says which images are unchanged."""
-    src, raw = tmp_path / "src", tmp_path / "data/raw"
-    six_images(src)
-    manifest = tmp_path / "data/manifest.csv"
-    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
-    ingest(src, *args)
+    src, raw, manifest, args = first_run(tmp_path, "data/manifest.csv")
     [pack] = packs(raw)
     inode = (raw / pack).stat().st_ino
     shutil.rmtree(raw)  # what `dvc repro` does to a stage's outs before running it
@@ -147,11 +144,7 @@ def test_a_pack_edited_in_place_is_not_reused(tmp_path):
     holds the same edited inode. validate and preprocess depend on the manifest, not on
     data/raw, so ingest must not keep the edited bytes under the old sha256s: a pack whose mtime
     is not the one ingest recorded is hashed, and read from the source again if it changed."""
-    src, raw = tmp_path / "src", tmp_path / "data/raw"
-    six_images(src)
-    manifest = tmp_path / "data/manifest.csv"
-    args = (raw, manifest, tmp_path / "ingest.json", IngestParams())
-    ingest(src, *args)
+    src, raw, manifest, args = first_run(tmp_path, "data/manifest.csv")
     before = read_csv(manifest)
     row = read_index(raw)["cats/0.jpg"]
     [pack] = packs(raw)
