@@ -35,18 +35,17 @@ from typing import BinaryIO
 from alexnet.errors import DataError
 from alexnet.fingerprint import fingerprint, read_stamp, write_stamp
 from alexnet.io import (atomic_dir, atomic_path, check_output_dir, keep, link_or_copy,
-                        previous_output, read_csv, write_csv, write_json)
+                        previous_output, write_csv, write_json)
 from alexnet.packs import (PACK_NAME, Member, PackInfo, PackWriter, pack_intact, read_index,
                            trusted_packs, write_index, write_packs_listing)
 from alexnet.params import IngestParams
 
 _logger = logging.getLogger(__name__)
 
-# mtime_ns: the source file's modification time when it was read; the next run reuses the image
-# in its pack instead of reading the file again when the source still has this size and mtime.
-# Where the bytes are is not the manifest's business but raw_dir's index (alexnet.packs), so the
-# manifest depends on the source only, not on which run read which file.
-MANIFEST_COLUMNS = ("path", "label", "split_hint", "bytes", "sha256", "mtime_ns")
+# The images, by content: where their bytes are and when ingest read them is raw_dir's index
+# (alexnet.packs), so the manifest changes only when the images do, not with which run read
+# which file (and when), nor with a `touch` or a copy of the source.
+MANIFEST_COLUMNS = ("path", "label", "split_hint", "bytes", "sha256")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", ".ds_store", "desktop.ini"})
 SYSTEM_DIRS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
@@ -56,9 +55,6 @@ TRAIN_DIRS = frozenset({"train", "training", "training_set", "train_set", "train
                         "val", "valid", "validation", "validation_set", "val_set"})
 TEST_DIRS = frozenset({"test", "testing", "test_set", "testset"})
 CHUNK = 1 << 20
-# The manifest's copy in raw_dir's kept twin (alexnet.io.keep): a hidden name, which no ingested
-# file can have (is_system_file).
-KEPT_MANIFEST = ".manifest.csv"
 
 # Ignore reasons (keys of summary["ignored"]).
 IGNORED_SYSTEM = "system file"
@@ -365,25 +361,22 @@ def raw_fingerprint(params: IngestParams) -> str:
     return fingerprint("alexnet.ingest", params)
 
 
-def previous_rows(raw_dir: Path, manifest_path: Path, params: IngestParams) -> dict[str, dict]:
-    """path -> manifest row of the previous run, with where raw_dir's index says its image is
-    (pack, offset); empty if there is none or if other code or params wrote it (raw_dir's stamp,
-    alexnet.fingerprint). A row the index does not hold with the same sha256 is left out."""
-    if not (raw_dir.is_dir() and manifest_path.is_file()):
+def previous_rows(raw_dir: Path, params: IngestParams) -> dict[str, dict]:
+    """path -> the previous run's index row (bytes, sha256, source mtime, pack, offset); empty
+    if there is none or if other code or params wrote it (raw_dir's stamp, alexnet.fingerprint).
+    The index is written with the packs, in the same folder: they always agree."""
+    if not raw_dir.is_dir():
         return {}
     if read_stamp(raw_dir) != raw_fingerprint(params):
         _logger.info("ingest: %s was written by other code or params: reading every file",
                      raw_dir)
         return {}
-    index = read_index(raw_dir)
-    return {r["path"]: {**r, "pack": i["pack"], "offset": i["offset"]}
-            for r in read_csv(manifest_path)
-            if (i := index.get(r["path"])) is not None and i["sha256"] == r["sha256"]}
+    return read_index(raw_dir)
 
 
 def unchanged(s: os.stat_result, known: dict | None) -> bool:
     """Whether the source file whose lstat is `s` still has the size and modification time the
-    previous manifest recorded for it (the test rsync and make use): then it is not read again."""
+    previous run recorded for it (the test rsync and make use): then it is not read again."""
     return (known is not None and str(s.st_size) == known.get("bytes")
             and str(s.st_mtime_ns) == known.get("mtime_ns"))
 
@@ -485,8 +478,8 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
     manifest.
 
     Manifest CSV (sorted by path): path (posix, relative to `source`: the image's name),
-    label, split_hint ("" | "train" | "test"), bytes, sha256, mtime_ns (the source file's).
-    raw_dir's index.csv says in which pack each image is, and where (alexnet.packs).
+    label, split_hint ("" | "train" | "test"), bytes, sha256. raw_dir's index.csv says in which
+    pack each image is, and where (alexnet.packs).
 
     Returns:
         the summary written to `summary_path`: layout, classes, files_seen, ingested,
@@ -500,8 +493,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
 
     # The previous packs: raw_dir, or after `dvc repro` removed it, its kept twin (io.keep).
     old_dir = previous_output(raw_dir)
-    previous = previous_rows(old_dir, manifest_path if old_dir == raw_dir
-                             else old_dir / KEPT_MANIFEST, params)
+    previous = previous_rows(old_dir, params)
     old_packs = _Packs(old_dir)
     rows: list[dict] = []
     ignored: Counter[str] = Counter()
@@ -577,8 +569,12 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
             if data is None:
                 ignored[IGNORED_NOT_IMAGE] += 1
                 continue
-            row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-            writer.add(row, data, st.st_mtime_ns)
+            sha = hashlib.sha256(data).hexdigest()
+            # Touched (or copied) but the same bytes: still in the pack it was, under its new
+            # mtime; otherwise into a new pack.
+            if not (known and known["sha256"] == sha and old_packs.reuse(row, known)):
+                row.update(bytes=len(data), sha256=sha)
+                writer.add(row, data, st.st_mtime_ns)
             rows.append(row)
         if not rows:
             raise DataError(f"{source}: no labelled images found (layout {layout.name}; "
@@ -591,7 +587,7 @@ def ingest(source: Path, raw_dir: Path, manifest_path: Path, summary_path: Path,
         write_csv(manifest_tmp, MANIFEST_COLUMNS, ({k: r[k] for k in MANIFEST_COLUMNS}
                                                    for r in rows))
 
-    keep(raw_dir, {KEPT_MANIFEST: manifest_path})  # for the next run's packs (see io.keep)
+    keep(raw_dir)  # for the next run's packs (see io.keep)
     summary = summarise(layout, rows, seen, ignored, empty_class_folders(source, layout, rows))
     write_json(summary_path, summary)
     _logger.info("ingest: %s layout, %d of %d files ingested (%d unchanged since the last run), "

@@ -242,9 +242,9 @@ def previous_output(path: str | Path) -> Path:
     return kept
 
 
-def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path | None:
-    """Replace kept_dir(`path`) by hard links to every file of the output directory `path`, plus
-    `extra` files under the given names; returns the kept directory, or None if it could not.
+def keep(path: str | Path) -> Path | None:
+    """Replace kept_dir(`path`) by hard links to every file of the output directory `path`;
+    returns the kept directory, or None if it could not.
 
     So the next run can reuse what this one wrote without DVC's `persist` (which makes DVC copy
     every linked file of the output before each run, `unprotect`). Hard links cost no disk: the
@@ -263,8 +263,6 @@ def keep(path: str | Path, extra: dict[str, Path] | None = None) -> Path | None:
                 for name in filenames:
                     if dirpath != str(path) or name != OUTPUT_MARKER:  # the twin has its own
                         link_or_copy(os.path.join(dirpath, name), into / name)
-            for name, src in (extra or {}).items():
-                link_or_copy(src, tmp / name)
     except OutputError:
         _logger.warning("%s: not updated, the next run reuses less of this one: it was not "
                         "written by alexnet (a file, a link, or a folder without %s), so it is "

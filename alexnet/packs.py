@@ -6,7 +6,7 @@ With one file per image, a 25,000-image data/raw cost seconds of DVC bookkeeping
 `dvc repro`, and a million images minutes. So ingest appends images to packs:
 
     data/raw/<sha256 of the pack>.tar    POSIX (pax) tar, member name = the manifest's path
-    data/raw/index.csv                   where each image is: path, bytes, sha256, pack, offset
+    data/raw/index.csv                   each image: path, bytes, sha256, source mtime, pack, offset
     data/raw/packs.csv                   how ingest left each pack (PACK_COLUMNS)
 
 A pack is named by its content and never written again: a run links the previous run's packs it
@@ -40,7 +40,9 @@ from alexnet.io import file_sha256, read_csv, usual_mode, write_csv
 PACK_BYTES = 64 << 20  # a pack is closed once it holds this much (WebDataset's usual shard size)
 PACK_SUFFIX = ".tar"
 INDEX = "index.csv"  # in the raw folder: where each image is
-INDEX_COLUMNS = ("path", "bytes", "sha256", "pack", "offset")
+# mtime_ns: the source file's when ingest read it (the next run reads it again only if its size
+# or mtime changed); kept here, not in the manifest, which so depends on the images alone.
+INDEX_COLUMNS = ("path", "bytes", "sha256", "mtime_ns", "pack", "offset")
 PACKS = "packs.csv"  # in the raw folder: how ingest left each pack (see trusted_packs)
 # bytes and mtime_ns: the pack file's, for pack_intact; image_bytes: of all the images in it,
 # those the manifest no longer lists included (ingest writes a pack again when they are most).

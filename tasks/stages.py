@@ -31,7 +31,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from alexnet.errors import EXIT_TRANSIENT
-from alexnet.ingest import KEPT_MANIFEST
 from alexnet.io import OUTPUT_MARKER, keep, kept_dir
 from tasks import guard
 
@@ -44,9 +43,8 @@ LOCKED = ("Unable to acquire lock", "is busy, retrying", "is busy, it is being b
 # In the environment of every process a stage starts (Horovod workers too): the flow-run id.
 RUN_MARKER = "ALEXNET_FLOW_RUN_ID"
 # The stages that reuse their last output from its kept twin (alexnet/io.py keep): the output
-# (dvc.yaml) and the extra files the stage keeps with it.
-KEPT_OUTS = {"ingest": ("data/raw", {KEPT_MANIFEST: "data/manifest.csv"}),
-             "preprocess": ("data/cache", {})}
+# (dvc.yaml) holds all they need of it (ingest: data/raw's index and packs).
+KEPT_OUTS = {"ingest": "data/raw", "preprocess": "data/cache"}
 
 
 class StageFailed(RuntimeError):
@@ -125,12 +123,10 @@ def keep_checked_out(stage: str, workspace: Path) -> Path | None:
     what). Returns the twin, or None if nothing was kept."""
     if stage not in KEPT_OUTS:
         return None
-    out, extra = KEPT_OUTS[stage]
-    out, extra = workspace / out, {name: workspace / p for name, p in extra.items()}
-    if (os.path.lexists(kept_dir(out)) or out.is_symlink() or not (out / OUTPUT_MARKER).is_file()
-            or not all(p.is_file() for p in extra.values())):
+    out = workspace / KEPT_OUTS[stage]
+    if os.path.lexists(kept_dir(out)) or out.is_symlink() or not (out / OUTPUT_MARKER).is_file():
         return None
-    return keep(out, extra)
+    return keep(out)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
@@ -144,7 +140,7 @@ def run_stage(stage: str, workspace: Path) -> StageResult:
     logger = get_run_logger()
     cmd = ["dvc", "repro", "--single-item", stage]
     if kept := keep_checked_out(stage, workspace):
-        logger.info("%s: kept as %s for %s to reuse", KEPT_OUTS[stage][0], kept, stage)
+        logger.info("%s: kept as %s for %s to reuse", KEPT_OUTS[stage], kept, stage)
     logger.info("%s", " ".join(cmd))
     lines: list[str] = []
     with start_stage(cmd, workspace) as proc:

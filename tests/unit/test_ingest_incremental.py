@@ -61,8 +61,7 @@ def test_unchanged_images_stay_in_their_pack_new_and_changed_ones_go_to_a_new_on
 
     image(src / "cats/new.jpg", (99, 99, 0))
     image(src / "dogs/1.jpg", (0, 0, 200))  # changed in place: new bytes, new mtime
-    os.utime(src / "dogs/1.jpg",
-             ns=(0, int(manifest_rows(manifest)["dogs/1.jpg"]["mtime_ns"]) + 10**9))
+    os.utime(src / "dogs/1.jpg", ns=(0, int(before["dogs/1.jpg"]["mtime_ns"]) + 10**9))
     ingest(src, *args)
 
     assert (raw / first).stat().st_ino == inode  # linked, not written again
@@ -118,10 +117,9 @@ def test_packs_dvc_wrote_again_are_checked_once_and_kept(tmp_path):
 
 
 def test_packs_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_path):
-    """`dvc repro` deletes data/raw before ingest runs (not a `persist` out); the last run's
-    packs survive as hard links in data/.raw.kept, and are linked again. data/manifest.csv is a
-    persist out, which DVC leaves, but it is removed here too: the twin's own copy of the
-    manifest, written with its packs, is what says which images are unchanged."""
+    """`dvc repro` deletes data/raw and the manifest before ingest runs (not `persist` outs);
+    the last run's packs survive as hard links in data/.raw.kept, with the index that says which
+    source files they hold (size, mtime, sha256), and are linked again."""
     src, raw, manifest, args = first_run(tmp_path, "data/manifest.csv")
     [pack] = packs(raw)
     inode = (raw / pack).stat().st_ino
@@ -136,7 +134,7 @@ def test_packs_are_linked_from_the_kept_twin_after_dvc_removed_the_output(tmp_pa
     kept = tmp_path / "data/.raw.kept"
     assert {p.name: p.stat().st_ino for p in kept.glob("*.tar")} == \
         {p.name: p.stat().st_ino for p in raw.glob("*.tar")}
-    assert read_csv(kept / ".manifest.csv") == read_csv(manifest)
+    assert read_index(kept) == read_index(raw)  # what the next run reuses by
 
 
 def test_a_pack_edited_in_place_is_not_reused(tmp_path):
@@ -174,3 +172,24 @@ def test_a_foreign_folder_at_the_twin_path_costs_reuse_not_the_run(tmp_path, cap
     assert images(raw, manifest) == source_images(src)
     assert str(kept) in caplog.text
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_a_touched_or_copied_source_gives_the_same_manifest_and_packs(tmp_path):
+    """The manifest lists the images alone (mtimes are data/raw's index's), so the stages after
+    ingest do not rerun for a `touch` or for a copy of the source with other mtimes (a fresh
+    clone's): touched files are read and hashed again, and stay in the pack they were in."""
+    src, raw, manifest, args = first_run(tmp_path)
+    before, [pack] = manifest.read_bytes(), packs(raw)
+    for p in src.rglob("*.jpg"):
+        os.utime(p, ns=(0, p.stat().st_mtime_ns + 10**9))
+    ingest(src, *args)
+    assert manifest.read_bytes() == before
+    assert packs(raw) == [pack]  # not written again: the same bytes
+    assert {r["mtime_ns"] for r in read_index(raw).values()} == \
+        {str(p.stat().st_mtime_ns) for p in src.rglob("*.jpg")}  # the next run trusts them
+
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy, copy_function=shutil.copyfile)  # new mtimes
+    ingest(copy, tmp_path / "c/raw", tmp_path / "c/manifest.csv", tmp_path / "c/ingest.json",
+           IngestParams())
+    assert (tmp_path / "c/manifest.csv").read_bytes() == before
