@@ -30,9 +30,12 @@ from tests.server.conftest import start, stop, sync_client, wait_until
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 BOUND_SECONDS = 30  # cancel/timeout/crash -> no process of the run left
 # Long enough that the run is still training when it is stopped (after its first checkpoint),
-# with room for the epochs that end while a cancel travels (the runner polls the server for
-# it): under load, with another test file beside this one, two epochs ended in that time.
-EPOCHS = 8
+# with room for the epochs that end while a cancel travels (the `prefect` command starting, the
+# runner polling the server for it): under load, with another test file beside this one, two
+# and once three epochs ended in that time. How many is the machine's speed, not a property of
+# the pipeline (the 30 s bound on the processes is the timing claim); that a stop leaves room
+# for the next phase is asserted, so a late one fails here, not in a 600 s wait.
+EPOCHS = 10
 
 
 def serve(env: dict, ws: Path, log: Path, *extra: str) -> subprocess.Popen:
@@ -139,9 +142,8 @@ def test_cancel_and_crash_end_every_process_and_the_next_run_resumes(tmp_path, p
         assert seconds < BOUND_SECONDS
         assert wait_state(api, first, "the Cancelled state", served, log).is_cancelled()
         cancelled_at = checkpoint_epoch(ws)
-        # Training stopped: at most the two epochs that end while a cancel travels, and
-        # room left for the crash below.
-        assert at_cancel <= cancelled_at <= min(at_cancel + 2, EPOCHS - 3)
+        # Training stopped before its end, with room left for the crash below.
+        assert at_cancel <= cancelled_at <= EPOCHS - 3
         assert_nothing_written(ws, lock_before, cancelled_at)
 
         # A crash: the flow-run process is killed outright, once the next run trained an epoch.
@@ -154,7 +156,7 @@ def test_cancel_and_crash_end_every_process_and_the_next_run_resumes(tmp_path, p
         assert seconds < BOUND_SECONDS
         assert wait_state(api, second, "the Crashed state", served, log).is_crashed()
         crashed_at = checkpoint_epoch(ws)
-        assert at_crash <= crashed_at <= min(at_crash + 2, EPOCHS - 1)
+        assert at_crash <= crashed_at <= EPOCHS - 1
         assert_nothing_written(ws, lock_before, crashed_at)
 
         third = start_run(env, ws)
